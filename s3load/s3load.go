@@ -182,17 +182,11 @@ func (l *Loader) load(ctx context.Context, uri string, o Options, open func(Obje
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(o.Concurrency)
-	g.Go(func() error { return d.copy(gctx, first) })
+	g.Go(func() error { return d.fetch(gctx, first) })
 	stats.Parts = 1
 	for off := o.PartSize; off < d.size && gctx.Err() == nil; off += o.PartSize {
 		stats.Parts++
-		g.Go(func() error {
-			p, err := d.get(gctx, off, min(off+o.PartSize, d.size)-1, 1)
-			if err != nil {
-				return err
-			}
-			return d.copy(gctx, p)
-		})
+		g.Go(func() error { return d.fetch(gctx, &part{start: off, end: min(off+o.PartSize, d.size) - 1}) })
 	}
 	if err := g.Wait(); err != nil {
 		return stats, d.fail(ctx, err)
@@ -298,43 +292,6 @@ func (d *download) get(ctx context.Context, start, end int64, attempt int) (*par
 	}
 	d.log.Debug("s3load: part", "start", start, "end", gotEnd, "attempt", attempt)
 	return &part{start: gotStart, end: gotEnd, size: size, etag: aws.ToString(out.ETag), body: out.Body, attempt: attempt}, nil
-}
-
-// copy streams a part's body to its offset and closes the body.
-func (d *download) copy(ctx context.Context, p *part) error {
-	defer p.body.Close()
-	buf := d.buffer()
-	defer d.bufs.Put(buf)
-	off, want := p.start, p.end-p.start+1
-	for want > 0 {
-		n, err := io.ReadFull(p.body, (*buf)[:min(int64(len(*buf)), want)])
-		if n > 0 {
-			if _, werr := d.w.WriteAt((*buf)[:n], off); werr != nil {
-				return &Error{Object: d.obj, Op: "write", Start: off, End: off + int64(n) - 1, Attempt: p.attempt, Err: werr}
-			}
-			off += int64(n)
-			want -= int64(n)
-			d.progress(int64(n))
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-				err = fmt.Errorf("body ended %d bytes early", want)
-			}
-			return &Error{Object: d.obj, Op: "GetObject", Start: p.start, End: p.end, Attempt: p.attempt, Err: err}
-		}
-	}
-	return nil
-}
-
-func (d *download) buffer() *[]byte {
-	if b, ok := d.bufs.Get().(*[]byte); ok {
-		return b
-	}
-	b := make([]byte, min(bufferSize, d.opts.PartSize))
-	return &b
 }
 
 func (d *download) progress(n int64) {

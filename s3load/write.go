@@ -1,0 +1,47 @@
+package s3load
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// copyPart streams a part's body to its offset, closes the body, and
+// returns how many bytes it wrote: bytes p.start to p.start+n-1 are in
+// place even when it fails.
+func (d *download) copyPart(ctx context.Context, p *part) (int64, error) {
+	defer p.body.Close()
+	buf := d.buffer()
+	defer d.bufs.Put(buf)
+	var done int64
+	for want := p.end - p.start + 1; done < want; {
+		n, err := io.ReadFull(p.body, (*buf)[:min(int64(len(*buf)), want-done)])
+		if n > 0 {
+			off := p.start + done
+			if _, werr := d.w.WriteAt((*buf)[:n], off); werr != nil {
+				return done, &Error{Object: d.obj, Op: "write", Start: off, End: off + int64(n) - 1, Attempt: p.attempt, Err: werr}
+			}
+			done += int64(n)
+			d.progress(int64(n))
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return done, ctx.Err()
+			}
+			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+				err = fmt.Errorf("body ended %d bytes early: %w", want-done, io.ErrUnexpectedEOF)
+			}
+			return done, &Error{Object: d.obj, Op: "GetObject", Start: p.start, End: p.end, Attempt: p.attempt, Err: err}
+		}
+	}
+	return done, nil
+}
+
+func (d *download) buffer() *[]byte {
+	if b, ok := d.bufs.Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, min(bufferSize, d.opts.PartSize))
+	return &b
+}
