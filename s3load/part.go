@@ -14,3 +14,9 @@ func (d *download) fetch(ctx context.Context, p *part) error {
 	_, err := d.copyPart(ctx, p)
 	return err
 }
+
+// written accounts for bytes b, just written after the bytes of part p
+// already in place.
+func (d *download) written(p *part, b []byte) {
+	d.progress(int64(len(b)))
+}

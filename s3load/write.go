@@ -9,7 +9,8 @@ import (
 
 // copyPart streams a part's body to its offset, closes the body, and
 // returns how many bytes it wrote: bytes p.start to p.start+n-1 are in
-// place even when it fails.
+// place even when it fails. Every byte written goes through d.written, in
+// order, once (progress and checksums depend on it).
 func (d *download) copyPart(ctx context.Context, p *part) (int64, error) {
 	defer p.body.Close()
 	buf := d.buffer()
@@ -23,7 +24,7 @@ func (d *download) copyPart(ctx context.Context, p *part) (int64, error) {
 				return done, &Error{Object: d.obj, Op: "write", Start: off, End: off + int64(n) - 1, Attempt: p.attempt, Err: werr}
 			}
 			done += int64(n)
-			d.progress(int64(n))
+			d.written(p, (*buf)[:n])
 		}
 		if err != nil {
 			if ctx.Err() != nil {
