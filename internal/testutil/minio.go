@@ -43,6 +43,7 @@ type MinIO struct {
 
 	cmd  *exec.Cmd
 	dir  string
+	tls  *minioTLS // nil for plain HTTP; see StartMinIOTLS
 	logs *bytes.Buffer
 	done chan error
 }
@@ -92,6 +93,10 @@ func RepoRoot() (string, error) {
 // data in a new temporary directory, and waits until it is ready. Stop it
 // with [MinIO.Stop]; it is also killed if this process dies.
 func StartMinIO(ctx context.Context) (*MinIO, error) {
+	return startMinIO(ctx, false)
+}
+
+func startMinIO(ctx context.Context, useTLS bool) (*MinIO, error) {
 	bin, err := MinIOBinary()
 	if err != nil {
 		return nil, err
@@ -114,10 +119,17 @@ func StartMinIO(ctx context.Context) (*MinIO, error) {
 		logs:      new(bytes.Buffer),
 		done:      make(chan error, 1),
 	}
-	m.cmd = exec.Command(bin, "server", "--quiet",
+	args := []string{"server", "--quiet",
 		"--address", fmt.Sprintf("127.0.0.1:%d", ports[0]),
-		"--console-address", fmt.Sprintf("127.0.0.1:%d", ports[1]),
-		filepath.Join(dir, "data"))
+		"--console-address", fmt.Sprintf("127.0.0.1:%d", ports[1])}
+	if useTLS {
+		if err := m.setupTLS(); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		args = append(args, "--certs-dir", m.tls.dir)
+	}
+	m.cmd = exec.Command(bin, append(args, filepath.Join(dir, "data"))...)
 	m.cmd.Env = append(os.Environ(),
 		"MINIO_ROOT_USER="+m.AccessKey,
 		"MINIO_ROOT_PASSWORD="+m.SecretKey,
@@ -155,7 +167,7 @@ func (m *MinIO) waitReady(ctx context.Context) error {
 	defer cancel()
 	for {
 		req, _ := http.NewRequestWithContext(ctx, "GET", m.Endpoint+"/minio/health/ready", nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
+		if resp, err := m.HTTPClient().Do(req); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
@@ -185,12 +197,16 @@ func (m *MinIO) Stop() error {
 // Client returns an S3 client for the server, with path-style addressing
 // as MinIO needs.
 func (m *MinIO) Client(optFns ...func(*s3.Options)) *s3.Client {
-	return s3.New(s3.Options{
+	o := s3.Options{
 		Region:       m.Region,
 		BaseEndpoint: aws.String(m.Endpoint),
 		Credentials:  credentials.NewStaticCredentialsProvider(m.AccessKey, m.SecretKey, ""),
 		UsePathStyle: true,
-	}, optFns...)
+	}
+	if m.tls != nil {
+		o.HTTPClient = m.tls.sdkClient
+	}
+	return s3.New(o, optFns...)
 }
 
 // CreateBucket creates a bucket.
