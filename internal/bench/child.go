@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
+	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/memload/memload/memfd"
+	"github.com/memload/memload/s3load"
+)
+
+// target is what a child process downloads, and how it reaches the server.
+type target struct {
+	Endpoint, CertFile   string
+	AccessKey, SecretKey string
+	Bucket, Key          string
+	Verify               bool  // print the SHA-256 of what was loaded
+	StartUnixNano        int64 // when the parent started this process
+}
+
+// result is what a child prints, as one JSON line.
+type result struct {
+	Load   time.Duration            // from before the S3 client was made to the object in a memfd
+	HWM    int64                    // peak RSS in bytes (VmHWM: rusage's maxrss starts from the parent's RSS at fork)
+	SHA256 string                   `json:",omitempty"`
+	Phases map[string]time.Duration `json:",omitempty"` // cold start only, each from process start
+}
+
+// runChild downloads the target once with the named variant, into a memfd,
+// and prints a result. Its CPU time and peak RSS are read by the parent.
+func runChild(variant string, t target) error {
+	phases := map[string]time.Duration{}
+	began := time.Unix(0, t.StartUnixNano)
+	mark := func(name string) { phases[name] = time.Since(began) }
+	mark("main")
+	ctx := context.Background()
+	start := time.Now()
+	client, err := newClient(t)
+	if err != nil {
+		return err
+	}
+	mark("client")
+	var f *memfd.File
+	switch name, params, _ := strings.Cut(variant, ":"); name {
+	case "none":
+		// Process start-up only: the baseline for CPU and RSS.
+	case "memload", "coldstart":
+		var firstWrite time.Time
+		opts := func(o *s3load.Options) {
+			if name == "coldstart" {
+				o.Progress = func(done, total int64) {
+					if firstWrite.IsZero() {
+						firstWrite = time.Now()
+					}
+				}
+			}
+			if params == "seed" {
+				o.PartSize, o.Concurrency = 100<<20, runtime.NumCPU()
+			} else if params != "" {
+				o.PartSize, o.Concurrency, err = parseShape(params)
+			}
+		}
+		loader := s3load.New(client, opts)
+		if err != nil {
+			return err
+		}
+		var stats s3load.Stats
+		f, stats, err = loader.Load(ctx, "s3://"+t.Bucket+"/"+t.Key)
+		if err != nil {
+			return err
+		}
+		if name == "coldstart" {
+			phases["first response"] = phases["client"] + stats.FirstByte
+			phases["first write"] = firstWrite.Sub(began)
+			phases["last byte"] = phases["client"] + stats.Elapsed
+			mark("sealed")
+			if _, err := sha256Of(f); err != nil {
+				return err
+			}
+			mark("sha256")
+		}
+	case "manager":
+		f, err = newMemfd(ctx, client, t)
+		if err != nil {
+			return err
+		}
+		d := manager.NewDownloader(client, func(d *manager.Downloader) {
+			if params != "" {
+				d.PartSize, d.Concurrency, err = parseShape(params)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		if _, err := d.Download(ctx, f, &s3.GetObjectInput{Bucket: &t.Bucket, Key: &t.Key}); err != nil {
+			return err
+		}
+	case "transfermanager":
+		f, err = newMemfd(ctx, client, t)
+		if err != nil {
+			return err
+		}
+		tm := transfermanager.New(client)
+		if _, err := tm.DownloadObject(ctx, &transfermanager.DownloadObjectInput{Bucket: &t.Bucket, Key: &t.Key, WriterAt: f}); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("unknown variant %q", variant)
+	}
+	r := result{Load: time.Since(start), HWM: peakRSS()}
+	if name, _, _ := strings.Cut(variant, ":"); name == "coldstart" {
+		r.Phases = phases
+	}
+	if t.Verify && f != nil {
+		if r.SHA256, err = sha256Of(f); err != nil {
+			return err
+		}
+	}
+	if f != nil {
+		f.Close()
+	}
+	return json.NewEncoder(os.Stdout).Encode(r)
+}
+
+// parseShape parses "PARTMiB:CONCURRENCY", such as "16:16".
+func parseShape(s string) (partSize int64, concurrency int, err error) {
+	p, c, _ := strings.Cut(s, ":")
+	mib, err1 := strconv.Atoi(p)
+	concurrency, err2 := strconv.Atoi(c)
+	if err1 != nil || err2 != nil || mib <= 0 || concurrency <= 0 {
+		return 0, 0, fmt.Errorf("shape %q: want PARTMiB:CONCURRENCY, such as 16:16", s)
+	}
+	return int64(mib) << 20, concurrency, nil
+}
+
+// newClient makes the S3 client every variant shares: the SDK's defaults,
+// trusting the server's certificate when there is one.
+func newClient(t target) (*s3.Client, error) {
+	httpClient := awshttp.NewBuildableClient()
+	if t.CertFile != "" {
+		pem, err := os.ReadFile(t.CertFile)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("no certificate in %s", t.CertFile)
+		}
+		httpClient = httpClient.WithTransportOptions(func(tr *http.Transport) {
+			if tr.TLSClientConfig == nil {
+				tr.TLSClientConfig = &tls.Config{}
+			}
+			tr.TLSClientConfig.RootCAs = pool
+		})
+	}
+	return s3.New(s3.Options{
+		Region:       "us-east-1",
+		BaseEndpoint: aws.String(t.Endpoint),
+		Credentials:  credentials.NewStaticCredentialsProvider(t.AccessKey, t.SecretKey, ""),
+		UsePathStyle: true,
+		HTTPClient:   httpClient,
+	}), nil
+}
+
+// newMemfd sizes a memfd for the peers, which need the size up front.
+func newMemfd(ctx context.Context, client *s3.Client, t target) (*memfd.File, error) {
+	head, err := client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &t.Bucket, Key: &t.Key})
+	if err != nil {
+		return nil, err
+	}
+	return memfd.New(t.Key, aws.ToInt64(head.ContentLength))
+}
+
+func sha256Of(f *memfd.File) (string, error) {
+	b, err := f.Map()
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// peakRSS reads VmHWM from /proc/self/status.
+func peakRSS() int64 {
+	b, _ := os.ReadFile("/proc/self/status")
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}

@@ -1,0 +1,297 @@
+// Command bench measures memload against the AWS SDK's downloaders, each
+// loading the same object from a local MinIO into a memfd, each variant in
+// a process of its own so that its CPU time and peak RSS (from rusage) are
+// its alone. It starts MinIO over plain HTTP and over TLS, uploads the
+// object once per server, checks every variant's SHA-256 once, then runs
+// the variants in alternating order for several rounds and prints medians
+// as Markdown tables, with ratios to memload.
+//
+//	go run ./internal/bench [-size 1024] [-rounds 5] [-variants memload,manager,...]
+//
+// Variants: memload (defaults), memload:seed (100 MiB parts, NumCPU
+// workers), memload:P:C (P MiB parts, C workers), manager (SDK
+// feature/s3/manager defaults), manager:P:C, transfermanager (defaults).
+// -coldstart times one memload start to finish, phase by phase.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/memload/memload/internal/testutil"
+)
+
+const defaultVariants = "memload,memload:seed,manager,manager:16:16,transfermanager"
+
+func main() {
+	if variant := os.Getenv("MEMLOAD_BENCH_CHILD"); variant != "" {
+		var t target
+		if err := json.Unmarshal([]byte(os.Getenv("MEMLOAD_BENCH_TARGET")), &t); err != nil {
+			fail(err)
+		}
+		if err := runChild(variant, t); err != nil {
+			fail(fmt.Errorf("%s: %w", variant, err))
+		}
+		return
+	}
+	sizeMiB := flag.Int64("size", 1024, "object size in MiB")
+	rounds := flag.Int("rounds", 5, "rounds of every variant (at least 3 for medians)")
+	variants := flag.String("variants", defaultVariants, "comma-separated variants, memload first: it is the reference")
+	protos := flag.String("proto", "http,https", "comma-separated: http, https (MinIO with a self-signed certificate)")
+	coldstart := flag.Int("coldstart", 3, "cold-start runs of memload over https (0: skip)")
+	flag.Parse()
+	if err := run(*sizeMiB<<20, *rounds, strings.Split(*variants, ","), strings.Split(*protos, ","), *coldstart); err != nil {
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}
+
+// sample is one child process's measurements.
+type sample struct {
+	cpu, user, sys time.Duration
+	maxRSS         int64 // bytes, VmHWM
+	load           time.Duration
+	result         result
+}
+
+func run(size int64, rounds int, variants, protos []string, coldstart int) error {
+	host, _ := os.Hostname()
+	cpu := cpuModel()
+	fmt.Printf("# memload S3 download benchmark, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	fmt.Printf("Machine: %s, %d CPUs (%s), %s, kernel %s, %s. Object: %d MiB. Rounds: %d.\n",
+		host, runtime.NumCPU(), cpu, memTotal(), kernel(), runtime.Version(), size>>20, rounds)
+	fmt.Printf("Command: go run ./internal/bench %s\n\n", strings.Join(os.Args[1:], " "))
+	for _, proto := range protos {
+		if err := runProto(proto, size, rounds, variants, coldstart); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func runProto(proto string, size int64, rounds int, variants []string, coldstart int) error {
+	ctx := context.Background()
+	var m *testutil.MinIO
+	var err error
+	switch proto {
+	case "http":
+		m, err = testutil.StartMinIO(ctx)
+	case "https":
+		m, err = testutil.StartMinIOTLS(ctx)
+	default:
+		return fmt.Errorf("unknown protocol %q", proto)
+	}
+	if err != nil {
+		return err
+	}
+	defer m.Stop()
+	if err := m.CreateBucket(ctx, "bench"); err != nil {
+		return err
+	}
+	t := target{Endpoint: m.Endpoint, CertFile: m.CertFile(), AccessKey: m.AccessKey, SecretKey: m.SecretKey,
+		Bucket: "bench", Key: "model.gguf"}
+	want, err := m.PutRandom(ctx, t.Bucket, t.Key, size, 42)
+	if err != nil {
+		return err
+	}
+
+	// Once per variant, untimed: the bytes are right (and MinIO is warm).
+	for _, v := range variants {
+		vt := t
+		vt.Verify = true
+		s, err := runOnce(v, vt)
+		if err != nil {
+			return err
+		}
+		if s.result.SHA256 != want {
+			return fmt.Errorf("%s over %s loaded bytes with SHA-256 %s, want %s", v, proto, s.result.SHA256, want)
+		}
+	}
+	base, err := runOnce("none", t)
+	if err != nil {
+		return err
+	}
+
+	samples := map[string][]sample{}
+	for r := range rounds {
+		order := slices.Clone(variants)
+		for range r % len(order) { // rotate, so no variant always follows the same one
+			order = append(order[1:], order[0])
+		}
+		for _, v := range order {
+			s, err := runOnce(v, t)
+			if err != nil {
+				return err
+			}
+			samples[v] = append(samples[v], s)
+		}
+	}
+	gib := float64(size) / (1 << 30)
+	fmt.Printf("## %s (%d rounds, medians; SHA-256 verified once per variant)\n\n", strings.ToUpper(proto), rounds)
+	fmt.Println("| variant | CPU s/GiB | × memload | user s | sys s | wall s | GiB/s | max RSS MiB | extra RSS MiB |")
+	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	ref := median(samples[variants[0]], func(s sample) float64 { return s.cpu.Seconds() })
+	for _, v := range variants {
+		ss := samples[v]
+		c := median(ss, func(s sample) float64 { return s.cpu.Seconds() })
+		wall := median(ss, func(s sample) float64 { return s.load.Seconds() })
+		rss := median(ss, func(s sample) float64 { return float64(s.maxRSS) / (1 << 20) })
+		fmt.Printf("| %s | %.3f | %.2f | %.3f | %.3f | %.3f | %.2f | %.0f | %.0f |\n", label(v), c/gib, c/ref,
+			median(ss, func(s sample) float64 { return s.user.Seconds() }),
+			median(ss, func(s sample) float64 { return s.sys.Seconds() }),
+			wall, gib/wall, rss, rss-float64(base.maxRSS)/(1<<20))
+	}
+	fmt.Printf("\nProcess baseline (start, make the client, exit): %.3f CPU-s, %.0f MiB max RSS; included above, subtracted for \"extra RSS\".\n\n",
+		base.cpu.Seconds(), float64(base.maxRSS)/(1<<20))
+
+	if proto == "https" && coldstart > 0 {
+		return runColdStart(t, coldstart, size)
+	}
+	return nil
+}
+
+// runColdStart times memload from process start to a sealed memfd, and
+// the optional SHA-256 after it.
+func runColdStart(t target, runs int, size int64) error {
+	phases := []string{"main", "client", "first response", "first write", "last byte", "sealed", "sha256"}
+	about := map[string]string{
+		"main":           "exec, Go runtime start",
+		"client":         "S3 client made",
+		"first response": "first ranged GET answered (TCP + TLS handshake, request)",
+		"first write":    "memfd created and reserved, first MiB written",
+		"last byte":      "all parts in the memfd",
+		"sealed":         "Load returned: memfd sealed",
+		"sha256":         "optional: SHA-256 of the mapped memfd",
+	}
+	var all []sample
+	for range runs {
+		s, err := runOnce("coldstart", t)
+		if err != nil {
+			return err
+		}
+		all = append(all, s)
+	}
+	fmt.Printf("## Cold start over HTTPS, %d MiB (median of %d)\n\n", size>>20, runs)
+	fmt.Println("| phase | since process start ms | phase ms | what |")
+	fmt.Println("| --- | ---: | ---: | --- |")
+	prev := 0.0
+	for _, p := range phases {
+		at := median(all, func(s sample) float64 { return float64(s.result.Phases[p].Microseconds()) / 1000 })
+		fmt.Printf("| %s | %.0f | %.0f | %s |\n", p, at, at-prev, about[p])
+		prev = at
+	}
+	fmt.Println()
+	return nil
+}
+
+func label(v string) string {
+	switch v {
+	case "memload":
+		return "memload (defaults)"
+	case "memload:seed":
+		return "memload, seed settings (100 MiB × NumCPU)"
+	case "manager":
+		return "SDK manager.Downloader (defaults: 5 MiB × 5)"
+	case "transfermanager":
+		return "SDK transfermanager (defaults)"
+	}
+	if name, shape, ok := strings.Cut(v, ":"); ok {
+		p, c, _ := strings.Cut(shape, ":")
+		if name == "manager" {
+			name = "SDK manager.Downloader"
+		}
+		return fmt.Sprintf("%s, %s MiB × %s", name, p, c)
+	}
+	return v
+}
+
+// runOnce runs one variant in a new process of this program.
+func runOnce(variant string, t target) (sample, error) {
+	cmd := exec.Command(os.Args[0])
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	t.StartUnixNano = time.Now().UnixNano()
+	spec, _ := json.Marshal(t)
+	cmd.Env = append(os.Environ(), "MEMLOAD_BENCH_CHILD="+variant, "MEMLOAD_BENCH_TARGET="+string(spec))
+	if err := cmd.Run(); err != nil {
+		return sample{}, fmt.Errorf("%s: %v: %s", variant, err, errOut.String())
+	}
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	s := sample{
+		user: time.Duration(ru.Utime.Nano()),
+		sys:  time.Duration(ru.Stime.Nano()),
+	}
+	s.cpu = s.user + s.sys
+	if err := json.Unmarshal(out.Bytes(), &s.result); err != nil {
+		return sample{}, fmt.Errorf("%s printed %q: %w", variant, out.String(), err)
+	}
+	s.load, s.maxRSS = s.result.Load, s.result.HWM
+	return s, nil
+}
+
+func median(ss []sample, f func(sample) float64) float64 {
+	if len(ss) == 0 {
+		return 0
+	}
+	v := make([]float64, len(ss))
+	for i, s := range ss {
+		v[i] = f(s)
+	}
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for line := range strings.Lines(string(b)) {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+func memTotal() string {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return "? GiB"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return fmt.Sprintf("%.0f GiB", float64(kb)/(1<<20))
+		}
+	}
+	return "? GiB"
+}
+
+func kernel() string { return strings.TrimSpace(run1("uname", "-r")) }
+
+func run1(name string, args ...string) string {
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		return "?"
+	}
+	return string(out)
+}
