@@ -17,6 +17,9 @@ var (
 	ErrAccessDenied = errors.New("s3load: access denied")
 	// ErrObjectChanged: the object was replaced while it was being loaded.
 	ErrObjectChanged = errors.New("s3load: object changed during the load")
+	// ErrChecksum: the bytes loaded do not match the expected SHA-256 or
+	// the object's S3 checksum.
+	ErrChecksum = errors.New("s3load: checksum mismatch")
 	// ErrBadResponse: the server sent bytes other than those asked for.
 	ErrBadResponse = errors.New("s3load: bad response")
 )

@@ -13,8 +13,6 @@ import (
 	"io"
 	"log/slog"
 	"path"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,8 +32,10 @@ type Client interface {
 
 // Default option values.
 const (
-	DefaultPartSize    = 8 << 20
-	DefaultConcurrency = 16
+	DefaultPartSize     = 8 << 20
+	DefaultConcurrency  = 16
+	DefaultMaxAttempts  = 5
+	DefaultStallTimeout = 5 * time.Second
 )
 
 // bufferSize is how much of a part body is read before it is written: the
@@ -55,6 +55,29 @@ type Options struct {
 	// Progress, if set, is called after each write with the bytes loaded
 	// so far and the object size. Calls are serialised.
 	Progress func(done, total int64)
+	// MaxAttempts bounds the tries of each part, the first included
+	// (default DefaultMaxAttempts). A part whose body breaks is resumed
+	// from the last byte written. Request-level errors are first retried
+	// by the client's own retryer.
+	MaxAttempts int
+	// RetryBackoff is the first retry's longest wait; each retry doubles
+	// it, up to 5 s, and waits a random part of it (default 100 ms).
+	RetryBackoff time.Duration
+	// StallTimeout cuts and retries a request that delivers no bytes for
+	// this long (default DefaultStallTimeout).
+	StallTimeout time.Duration
+	// SHA256 is the object's expected SHA-256 in hex. When set, the bytes
+	// are hashed after the download and a mismatch fails the load with
+	// ErrChecksum. LoadTo then needs a destination that is an io.ReaderAt.
+	SHA256 string
+	// NoChecksum skips verifying the object's S3 full-object checksum
+	// (CRC64NVME or CRC32C), which is otherwise asked for with HeadObject
+	// and checked against CRCs computed while streaming.
+	NoChecksum bool
+	// RestartOnChange makes a load whose object is replaced midway start
+	// over once, with the new version, instead of failing with
+	// ErrObjectChanged.
+	RestartOnChange bool
 	// MemfdOptions are passed to memfd.New by Load.
 	MemfdOptions []func(*memfd.Options)
 	// ClientOptions are applied to every S3 request, after the loader's
@@ -85,8 +108,11 @@ type Stats struct {
 	Parts       int           // ranged GETs made
 	PartSize    int64         // bytes per part, the last may be shorter
 	Concurrency int           // parts in flight at once, at most
+	Retries     int           // part requests retried after a failure
+	Restarted   bool          // the object changed and the load started over
+	Verified    string        // checks passed: "CRC64NVME", "CRC32C", "SHA-256", joined by "+"; "" for none
 	FirstByte   time.Duration // from the call to the first response
-	Elapsed     time.Duration // from the call to the last byte written
+	Elapsed     time.Duration // from the call to the last byte in place (and verified)
 }
 
 // Throughput returns bytes per second over the whole load.
@@ -99,18 +125,26 @@ func (s Stats) Throughput() float64 {
 
 // String summarises the load in one line.
 func (s Stats) String() string {
-	return fmt.Sprintf("%s: %d bytes in %v (%.1f MiB/s), %d parts of %d MiB, %d at once, first byte after %v",
+	verified := s.Verified
+	if verified == "" {
+		verified = "not verified"
+	}
+	return fmt.Sprintf("%s: %d bytes in %v (%.1f MiB/s), %d parts of %d MiB, %d at once, %d retries, first byte after %v, %s",
 		s.Object, s.Size, s.Elapsed.Round(time.Millisecond), s.Throughput()/(1<<20), s.Parts, s.PartSize>>20,
-		s.Concurrency, s.FirstByte.Round(time.Millisecond))
+		s.Concurrency, s.Retries, s.FirstByte.Round(time.Millisecond), verified)
 }
 
-// Load downloads the object at uri (s3://bucket/key) into a new, sealed
-// memfd.File named after the key. An empty object gives an empty file. On
-// error no file is left open; if ctx ends first, the error is ctx's.
+// Load downloads the object at uri (s3://bucket/key) into a new memfd.File
+// named after the key, verifies it, and seals it. An empty object gives an
+// empty file. On error no file is left open; if ctx ends first, the error
+// is ctx's.
 func (l *Loader) Load(ctx context.Context, uri string, optFns ...func(*Options)) (*memfd.File, Stats, error) {
 	var f *memfd.File
 	o := l.optionsFor(optFns)
 	stats, err := l.load(ctx, uri, o, func(obj Object, size int64) (io.WriterAt, error) {
+		if f != nil { // a restart: the object changed
+			f.Close()
+		}
 		var err error
 		f, err = memfd.New(path.Base(obj.Key), size, o.MemfdOptions...)
 		return f, err
@@ -131,7 +165,11 @@ func (l *Loader) Load(ctx context.Context, uri string, optFns ...func(*Options))
 // offsets as in the object; WriteAt is called from several goroutines at
 // once. On error, w may hold part of the object.
 func (l *Loader) LoadTo(ctx context.Context, uri string, w io.WriterAt, optFns ...func(*Options)) (Stats, error) {
-	return l.load(ctx, uri, l.optionsFor(optFns), func(Object, int64) (io.WriterAt, error) { return w, nil })
+	o := l.optionsFor(optFns)
+	if _, ok := w.(io.ReaderAt); o.SHA256 != "" && !ok {
+		return Stats{}, fmt.Errorf("s3load: Options.SHA256 needs to read back what was written, but %T is not an io.ReaderAt", w)
+	}
+	return l.load(ctx, uri, o, func(Object, int64) (io.WriterAt, error) { return w, nil })
 }
 
 func (l *Loader) optionsFor(optFns []func(*Options)) Options {
@@ -145,39 +183,83 @@ func (l *Loader) optionsFor(optFns []func(*Options)) Options {
 	if o.Concurrency <= 0 {
 		o.Concurrency = DefaultConcurrency
 	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = DefaultMaxAttempts
+	}
+	if o.RetryBackoff <= 0 {
+		o.RetryBackoff = 100 * time.Millisecond
+	}
+	if o.StallTimeout <= 0 {
+		o.StallTimeout = DefaultStallTimeout
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return o
 }
 
-// load gets the first part, which also tells the object's size and ETag,
-// opens the destination for that size, then fetches the other parts
-// concurrently, each pinned to the first part's ETag.
+// load runs loadOnce, and once more if the object changed and
+// RestartOnChange allows it.
 func (l *Loader) load(ctx context.Context, uri string, o Options, open func(Object, int64) (io.WriterAt, error)) (Stats, error) {
 	start := time.Now()
 	obj, err := ParseURI(uri)
 	if err != nil {
 		return Stats{}, err
 	}
-	d := &download{client: l.client, obj: obj, opts: o, log: o.Logger.With("object", obj.String()), start: start}
-	stats := Stats{Object: obj, PartSize: o.PartSize, Concurrency: o.Concurrency}
+	if err := checkSHA256(o.SHA256); err != nil {
+		return Stats{}, err
+	}
+	log := o.Logger.With("object", obj.String())
+	for restarted := false; ; restarted = true {
+		d := &download{client: l.client, obj: obj, opts: o, log: log, start: start}
+		stats, err := d.run(ctx, open)
+		stats.Restarted = restarted
+		if err != nil && errors.Is(err, ErrObjectChanged) && o.RestartOnChange && !restarted && ctx.Err() == nil {
+			log.Warn("s3load: object changed during the load; starting over", "err", err)
+			continue
+		}
+		if err == nil {
+			log.Info("s3load: loaded", "bytes", stats.Size, "parts", stats.Parts, "retries", stats.Retries,
+				"verified", stats.Verified, "elapsed", stats.Elapsed)
+		}
+		return stats, err
+	}
+}
 
+// run gets the first part, which also tells the object's size and ETag,
+// while HeadObject asks for its checksum; opens the destination for that
+// size; fetches the other parts concurrently, pinned to that version; and
+// verifies the result.
+func (d *download) run(ctx context.Context, open func(Object, int64) (io.WriterAt, error)) (Stats, error) {
+	o := d.opts
+	stats := Stats{Object: d.obj, PartSize: o.PartSize, Concurrency: o.Concurrency}
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	first, err := d.get(ctx, 0, o.PartSize-1, 1)
-	stats.FirstByte = time.Since(start)
-	if err != nil && isInvalidRange(err) {
-		return d.loadEmpty(ctx, stats, open)
+
+	var head headResult
+	if !o.NoChecksum {
+		wg.Go(func() { head = d.head(ctx) })
 	}
+	first, err := d.getFirst(ctx)
+	stats.FirstByte = time.Since(d.start)
 	if err != nil {
+		if isInvalidRange(err) {
+			return d.loadEmpty(ctx, stats, open)
+		}
 		return stats, d.fail(ctx, err)
 	}
-	d.size, d.etag = first.size, first.etag
-	d.w, err = open(obj, d.size)
+	d.size, d.etag, d.versionID = first.size, first.etag, first.versionID
+	wg.Wait()
+	if err := d.useChecksum(head); err != nil {
+		first.body.Close()
+		return stats, d.fail(ctx, err)
+	}
+	d.w, err = open(d.obj, d.size)
 	if err != nil {
 		first.body.Close()
-		return stats, fmt.Errorf("s3load: %s: %w", obj, err)
+		return stats, fmt.Errorf("s3load: %s: %w", d.obj, err)
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -188,12 +270,16 @@ func (l *Loader) load(ctx context.Context, uri string, o Options, open func(Obje
 		stats.Parts++
 		g.Go(func() error { return d.fetch(gctx, &part{start: off, end: min(off+o.PartSize, d.size) - 1}) })
 	}
-	if err := g.Wait(); err != nil {
+	err = g.Wait()
+	stats.Retries = int(d.retries.Load())
+	if err != nil {
 		return stats, d.fail(ctx, err)
 	}
 	stats.Size = d.size
-	stats.Elapsed = time.Since(start)
-	d.log.Info("s3load: loaded", "bytes", stats.Size, "parts", stats.Parts, "elapsed", stats.Elapsed)
+	if stats.Verified, err = d.verify(ctx); err != nil {
+		return stats, d.fail(ctx, err)
+	}
+	stats.Elapsed = time.Since(d.start)
 	return stats, nil
 }
 
@@ -215,8 +301,12 @@ func (d *download) loadEmpty(ctx context.Context, stats Stats, open func(Object,
 		return stats, &Error{Object: d.obj, Op: "GetObject", Start: 0, End: d.opts.PartSize - 1, Attempt: 1,
 			kind: ErrBadResponse, Err: fmt.Errorf("range not satisfiable, but HeadObject says the object has %d bytes", n)}
 	}
-	if _, err := open(d.obj, 0); err != nil {
+	d.w, err = open(d.obj, 0)
+	if err != nil {
 		return stats, fmt.Errorf("s3load: %s: %w", d.obj, err)
+	}
+	if stats.Verified, err = d.verify(ctx); err != nil {
+		return stats, err
 	}
 	stats.Elapsed = time.Since(d.start)
 	return stats, nil
@@ -230,68 +320,19 @@ type download struct {
 	log    *slog.Logger
 	start  time.Time
 
-	size int64
-	etag string
-	w    io.WriterAt
+	// Set from the first response, before the other parts start.
+	size      int64
+	etag      string
+	versionID string
+	w         io.WriterAt
+	crc       *crcSpec  // the full-object checksum to verify, or nil
+	crcWant   uint64    // its value, from HeadObject
+	sums      []partSum // per part, when crc is set
 
 	done       atomic.Int64
+	retries    atomic.Int64
 	progressMu sync.Mutex
 	bufs       sync.Pool
-}
-
-// part is a response being read: body holds bytes start..end of the object.
-type part struct {
-	start, end int64
-	size       int64 // the whole object's
-	etag       string
-	body       io.ReadCloser
-	attempt    int
-}
-
-func (d *download) clientOptions() []func(*s3.Options) {
-	return append([]func(*s3.Options){func(o *s3.Options) {
-		// Ranged GETs carry no whole-object checksum to validate.
-		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
-		o.DisableLogOutputChecksumValidationSkipped = true
-	}}, d.opts.ClientOptions...)
-}
-
-// get requests bytes start..end (inclusive) and checks that the response
-// holds exactly those.
-func (d *download) get(ctx context.Context, start, end int64, attempt int) (*part, error) {
-	in := &s3.GetObjectInput{
-		Bucket: &d.obj.Bucket,
-		Key:    &d.obj.Key,
-		Range:  aws.String(fmt.Sprintf("bytes=%d-%d", start, end)),
-	}
-	if d.etag != "" {
-		in.IfMatch = &d.etag
-	}
-	fail := func(err error, kind error) error {
-		return (&Error{Object: d.obj, Op: "GetObject", Start: start, End: end, Attempt: attempt, Err: err, kind: kind}).classify()
-	}
-	out, err := d.client.GetObject(ctx, in, d.clientOptions()...)
-	if err != nil {
-		return nil, fail(err, nil)
-	}
-	gotStart, gotEnd, size, err := parseContentRange(aws.ToString(out.ContentRange))
-	if err == nil && d.size > 0 && size != d.size {
-		err = fmt.Errorf("object size changed from %d to %d bytes", d.size, size)
-		out.Body.Close()
-		return nil, fail(err, ErrObjectChanged)
-	}
-	if err == nil && (gotStart != start || gotEnd != min(end, size-1)) {
-		err = fmt.Errorf("asked for bytes %d-%d, server sent %s", start, end, aws.ToString(out.ContentRange))
-	}
-	if err == nil && out.ContentLength != nil && *out.ContentLength != gotEnd-gotStart+1 {
-		err = fmt.Errorf("Content-Length %d does not match Content-Range %s", *out.ContentLength, aws.ToString(out.ContentRange))
-	}
-	if err != nil {
-		out.Body.Close()
-		return nil, fail(err, ErrBadResponse)
-	}
-	d.log.Debug("s3load: part", "start", start, "end", gotEnd, "attempt", attempt)
-	return &part{start: gotStart, end: gotEnd, size: size, etag: aws.ToString(out.ETag), body: out.Body, attempt: attempt}, nil
 }
 
 func (d *download) progress(n int64) {
@@ -302,21 +343,4 @@ func (d *download) progress(n int64) {
 	d.progressMu.Lock()
 	defer d.progressMu.Unlock()
 	d.opts.Progress(d.done.Load(), d.size)
-}
-
-// parseContentRange parses "bytes START-END/SIZE".
-func parseContentRange(s string) (start, end, size int64, err error) {
-	spec, ok := strings.CutPrefix(s, "bytes ")
-	rng, total, ok2 := strings.Cut(spec, "/")
-	first, last, ok3 := strings.Cut(rng, "-")
-	if !ok || !ok2 || !ok3 {
-		return 0, 0, 0, fmt.Errorf("response has Content-Range %q, want bytes START-END/SIZE: the server ignored the Range header", s)
-	}
-	start, err1 := strconv.ParseInt(first, 10, 64)
-	end, err2 := strconv.ParseInt(last, 10, 64)
-	size, err3 := strconv.ParseInt(total, 10, 64)
-	if err := errors.Join(err1, err2, err3); err != nil || start < 0 || end < start || size <= end {
-		return 0, 0, 0, fmt.Errorf("response has malformed Content-Range %q", s)
-	}
-	return start, end, size, nil
 }

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -46,6 +47,10 @@ type MinIO struct {
 	tls  *minioTLS // nil for plain HTTP; see StartMinIOTLS
 	logs *bytes.Buffer
 	done chan error
+
+	adminOnce   sync.Once
+	adminHTTP   *http.Client
+	adminClient *s3.Client
 }
 
 // MinIOBinary finds the minio executable: $MEMLOAD_MINIO, then .bin/minio
@@ -209,9 +214,29 @@ func (m *MinIO) Client(optFns ...func(*s3.Options)) *s3.Client {
 	return s3.New(o, optFns...)
 }
 
+// admin returns the client that CreateBucket, Put and PutRandom share, so
+// that they reuse connections instead of leaving one idle per call.
+func (m *MinIO) admin() *s3.Client {
+	m.adminOnce.Do(func() {
+		m.adminHTTP = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		if m.tls != nil {
+			m.adminHTTP = m.tls.client
+		}
+		m.adminClient = m.Client(func(o *s3.Options) { o.HTTPClient = m.adminHTTP })
+	})
+	return m.adminClient
+}
+
+// CloseIdleConnections closes the idle connections of the client behind
+// CreateBucket, Put and PutRandom, for tests that count descriptors.
+func (m *MinIO) CloseIdleConnections() {
+	m.admin()
+	m.adminHTTP.CloseIdleConnections()
+}
+
 // CreateBucket creates a bucket.
 func (m *MinIO) CreateBucket(ctx context.Context, bucket string) error {
-	_, err := m.Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)})
+	_, err := m.admin().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)})
 	if err != nil {
 		return fmt.Errorf("create bucket %s: %w", bucket, err)
 	}
@@ -220,7 +245,7 @@ func (m *MinIO) CreateBucket(ctx context.Context, bucket string) error {
 
 // Put uploads data as bucket/key.
 func (m *MinIO) Put(ctx context.Context, bucket, key string, data []byte) error {
-	_, err := m.Client().PutObject(ctx, &s3.PutObjectInput{
+	_, err := m.admin().PutObject(ctx, &s3.PutObjectInput{
 		Bucket: aws.String(bucket), Key: aws.String(key), Body: bytes.NewReader(data),
 	})
 	if err != nil {
@@ -239,7 +264,7 @@ func (m *MinIO) PutRandom(ctx context.Context, bucket, key string, size int64, s
 		sum := sha256.Sum256(data)
 		return hex.EncodeToString(sum[:]), m.Put(ctx, bucket, key, data)
 	}
-	c := m.Client()
+	c := m.admin()
 	up, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &bucket, Key: &key})
 	if err != nil {
 		return "", fmt.Errorf("put s3://%s/%s: %w", bucket, key, err)
