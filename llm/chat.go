@@ -1,0 +1,292 @@
+package llm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/ollama/ollama/llama"
+)
+
+// ErrContextFull is matched by the error of [Model.Chat] when the prompt
+// alone does not fit in the context window ([Options.ContextSize]).
+var ErrContextFull = errors.New("llm: prompt does not fit in the context window")
+
+// Message roles.
+const (
+	RoleSystem    = "system"
+	RoleUser      = "user"
+	RoleAssistant = "assistant"
+)
+
+// Message is one turn of a conversation.
+type Message struct {
+	Role    string // RoleSystem, RoleUser or RoleAssistant
+	Content string
+}
+
+// ChatOptions configure one [Model.Chat] call. The defaults are those of
+// llama.cpp's command line tools; set Temperature to 0 for greedy,
+// deterministic output.
+type ChatOptions struct {
+	// MaxTokens caps the tokens generated. Default 0: until the model ends
+	// its turn or the context window is full.
+	MaxTokens int
+
+	Temperature float32 // default 0.8; 0 picks the most likely token
+	TopK        int     // default 40; 0 disables
+	TopP        float32 // default 0.95; 1 disables
+	MinP        float32 // default 0.05; 0 disables
+
+	// Seed seeds the sampler: the same seed, options and messages give the
+	// same answer. Default: a random seed per call.
+	Seed uint32
+
+	// Stop ends the answer before the first occurrence of any of these
+	// strings. Text that might begin a stop string is held back until it
+	// is known not to, so a stop string never reaches the callback, even
+	// in part.
+	Stop []string
+}
+
+// Stats describe one [Model.Chat] call.
+type Stats struct {
+	PromptTokens     int           // tokens in the rendered prompt
+	PromptDuration   time.Duration // evaluating the prompt
+	GeneratedTokens  int           // tokens generated, without the end-of-turn token
+	GenerateDuration time.Duration // generating them, after the prompt
+	TimeToFirstToken time.Duration // from the start of the call's work to the first generated token
+
+	// FinishReason says why generation stopped: "stop" (the model ended
+	// its turn or a stop string appeared) or "length" (MaxTokens or the
+	// context window was reached).
+	FinishReason string
+}
+
+// PromptTokensPerSecond returns the prompt evaluation speed.
+func (s Stats) PromptTokensPerSecond() float64 { return rate(s.PromptTokens, s.PromptDuration) }
+
+// GenerateTokensPerSecond returns the generation speed.
+func (s Stats) GenerateTokensPerSecond() float64 { return rate(s.GeneratedTokens, s.GenerateDuration) }
+
+func rate(n int, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
+// Chat renders msgs with the model's chat template and generates the
+// assistant's answer, passing it to onToken piece by piece as it is
+// generated (pieces are whole UTF-8 characters; a piece may hold several
+// tokens, or part of one when a stop string ends it). If onToken returns an
+// error, generation stops and Chat returns that error.
+//
+// Calls on one Model are served one at a time, in no particular order;
+// while waiting, a call gives up when ctx is done. Cancelling ctx stops
+// generation within one token (or one graph operation of the prompt), and
+// Chat returns ctx.Err() with the Stats so far.
+func (m *Model) Chat(ctx context.Context, msgs []Message, onToken func(string) error, optFns ...func(*ChatOptions)) (Stats, error) {
+	o := ChatOptions{Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, Seed: rand.Uint32()}
+	for _, fn := range optFns {
+		fn(&o)
+	}
+	if o.MaxTokens < 0 {
+		return Stats{}, fmt.Errorf("llm: MaxTokens %d is negative", o.MaxTokens)
+	}
+	for _, s := range o.Stop {
+		if s == "" {
+			return Stats{}, errors.New("llm: empty stop string")
+		}
+	}
+	prompt, err := m.tmpl.render(msgs)
+	if err != nil {
+		return Stats{}, err
+	}
+	select {
+	case m.sem <- struct{}{}:
+	case <-ctx.Done():
+		return Stats{}, ctx.Err()
+	}
+	defer func() { <-m.sem }()
+	if m.closed {
+		return Stats{}, ErrClosed
+	}
+	// Stop the C computation as soon as ctx is done. If the flag is being
+	// set, wait, so that it cannot be set during the next call.
+	m.abort.set(false)
+	aborted := make(chan struct{})
+	stopAbort := context.AfterFunc(ctx, func() { m.abort.set(true); close(aborted) })
+	defer func() {
+		if !stopAbort() {
+			<-aborted
+		}
+	}()
+	if onToken == nil {
+		onToken = func(string) error { return nil }
+	}
+	return m.generate(ctx, prompt, onToken, o)
+}
+
+func (m *Model) generate(ctx context.Context, prompt string, onToken func(string) error, o ChatOptions) (st Stats, err error) {
+	start := time.Now()
+	tokens, err := m.model.Tokenize(prompt, true, true)
+	if err != nil {
+		return st, fmt.Errorf("llm: %w", err)
+	}
+	st.PromptTokens = len(tokens)
+	if len(tokens) >= m.ctxSize {
+		return st, fmt.Errorf("%w: %d prompt tokens, %d-token context", ErrContextFull, len(tokens), m.ctxSize)
+	}
+	sp := llama.SamplingParams{
+		TopK: o.TopK, TopP: o.TopP, MinP: o.MinP, Temp: o.Temperature, Seed: o.Seed,
+		// Neutral values: ollama's zero values would filter or penalise.
+		TypicalP: 1, RepeatLastN: 64, PenaltyRepeat: 1,
+	}
+	if o.Temperature <= 0 {
+		sp.Temp, sp.TopK = 0, 1
+	}
+	sampler, err := llama.NewSamplingContext(m.model, sp)
+	if err != nil {
+		return st, fmt.Errorf("llm: %w", err)
+	}
+	m.lctx.KvCacheClear()
+
+	// Prompt, in batches; logits for its last token only.
+	for i := 0; i < len(tokens); i += m.batchMax {
+		m.batch.Clear()
+		end := min(i+m.batchMax, len(tokens))
+		for j := i; j < end; j++ {
+			m.batch.Add(tokens[j], nil, j, j == len(tokens)-1, 0)
+		}
+		if err := m.decode(ctx); err != nil {
+			return st, err
+		}
+	}
+	promptDone := time.Now()
+	st.PromptDuration = promptDone.Sub(start)
+	defer func() { st.GenerateDuration = time.Since(promptDone) }()
+
+	out := streamer{stop: o.Stop, emit: onToken}
+	pos := len(tokens)
+	for {
+		tok := sampler.Sample(m.lctx, m.batch.NumTokens()-1)
+		sampler.Accept(tok, false)
+		if m.traceToken != nil {
+			m.traceToken(tok)
+		}
+		if st.GeneratedTokens == 0 {
+			st.TimeToFirstToken = time.Since(start)
+		}
+		if m.model.TokenIsEog(tok) {
+			st.FinishReason = "stop"
+			return st, out.flush()
+		}
+		st.GeneratedTokens++
+		stopped, err := out.write(m.model.TokenToPiece(tok))
+		if err != nil {
+			return st, err
+		}
+		if stopped {
+			st.FinishReason = "stop"
+			return st, nil
+		}
+		if st.GeneratedTokens == o.MaxTokens || pos >= m.ctxSize {
+			st.FinishReason = "length"
+			return st, out.flush()
+		}
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		m.batch.Clear()
+		m.batch.Add(tok, nil, pos, true, 0)
+		pos++
+		if err := m.decode(ctx); err != nil {
+			return st, err
+		}
+	}
+}
+
+func (m *Model) decode(ctx context.Context) error {
+	err := m.lctx.Decode(m.batch)
+	if err == nil {
+		return nil
+	}
+	if m.abort.isSet() {
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+	}
+	return fmt.Errorf("llm: decode: %w", err)
+}
+
+// streamer passes generated text on, holding back what could be the start
+// of a stop string or of a UTF-8 character split across tokens.
+type streamer struct {
+	stop    []string
+	emit    func(string) error
+	pending string
+}
+
+// write adds text and reports whether a stop string was reached.
+func (s *streamer) write(text string) (bool, error) {
+	s.pending += text
+	cut, stopped := len(s.pending), false
+	for _, stop := range s.stop {
+		if i := strings.Index(s.pending, stop); i >= 0 && i < cut {
+			cut, stopped = i, true
+		}
+	}
+	if stopped {
+		s.pending = s.pending[:cut]
+		return true, s.flush()
+	}
+	hold := 0
+	for _, stop := range s.stop {
+		hold = max(hold, overlap(s.pending, stop))
+	}
+	hold = max(hold, partialRune(s.pending))
+	return false, s.send(len(s.pending) - hold)
+}
+
+// flush passes on everything held back.
+func (s *streamer) flush() error { return s.send(len(s.pending)) }
+
+func (s *streamer) send(n int) error {
+	if n <= 0 {
+		return nil
+	}
+	text := s.pending[:n]
+	s.pending = s.pending[n:]
+	return s.emit(text)
+}
+
+// overlap returns the length of the longest suffix of s that is a proper
+// prefix of stop.
+func overlap(s, stop string) int {
+	for n := min(len(s), len(stop)-1); n > 0; n-- {
+		if strings.HasSuffix(s, stop[:n]) {
+			return n
+		}
+	}
+	return 0
+}
+
+// partialRune returns the length of an incomplete UTF-8 sequence at the end
+// of s: bytes that the next token may complete.
+func partialRune(s string) int {
+	for n := 1; n <= min(len(s), utf8.UTFMax-1); n++ {
+		c := s[len(s)-n]
+		if utf8.RuneStart(c) {
+			if !utf8.FullRuneInString(s[len(s)-n:]) {
+				return n
+			}
+			return 0
+		}
+	}
+	return 0
+}

@@ -1,0 +1,130 @@
+package llm_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/memload/memload/internal/testutil"
+	"github.com/memload/memload/llm"
+	"github.com/memload/memload/memfd"
+)
+
+// tinyModel writes a tiny random-weight model with a ChatML template and
+// returns its path. A real program loads a downloaded model instead; this
+// one babbles, but llama.cpp runs it like any other.
+func tinyModel() (path string, cleanup func()) {
+	dir, err := os.MkdirTemp("", "llm-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	path = filepath.Join(dir, "tiny.gguf")
+	if err := testutil.WriteModel(path, testutil.TinyConfig("qwen2")); err != nil {
+		log.Fatal(err)
+	}
+	return path, func() { os.RemoveAll(dir) }
+}
+
+func Example() {
+	path, cleanup := tinyModel()
+	defer cleanup()
+
+	ctx := context.Background()
+	m, err := llm.Load(ctx, path, func(o *llm.Options) { o.Threads = 1 })
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close()
+
+	var answer strings.Builder
+	st, err := m.Chat(ctx, []llm.Message{
+		{Role: llm.RoleSystem, Content: "You are a helpful assistant."},
+		{Role: llm.RoleUser, Content: "Where do you live?"},
+	}, func(piece string) error {
+		answer.WriteString(piece) // or stream it to the user
+		return nil
+	}, func(o *llm.ChatOptions) {
+		o.MaxTokens = 8
+		o.Temperature = 0 // greedy: the same answer every time
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("template %s, %d prompt tokens, %d generated, finish: %s\n",
+		m.Template(), st.PromptTokens, st.GeneratedTokens, st.FinishReason)
+	// Output: template chatml, 50 prompt tokens, 8 generated, finish: length
+}
+
+// ExampleLoadFile loads a model from a memory file, as one downloaded with
+// s3load is. With Mmap off and CloseFile, the memfd's memory is released as
+// soon as llama.cpp has read the weights.
+func ExampleLoadFile() {
+	path, cleanup := tinyModel()
+	defer cleanup()
+
+	src, err := os.Open(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer src.Close()
+	fi, err := src.Stat()
+	if err != nil {
+		log.Fatal(err)
+	}
+	f, err := memfd.New("tiny.gguf", fi.Size())
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := io.Copy(io.NewOffsetWriter(f, 0), src); err != nil {
+		log.Fatal(err)
+	}
+
+	m, err := llm.LoadFile(context.Background(), f, func(o *llm.Options) {
+		o.CloseFile = true
+		o.Threads = 1
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close()
+	fmt.Println("loaded; template:", m.Template())
+	// Output: loaded; template: chatml
+}
+
+// ExampleModel_Chat_stop ends an answer at a stop string. Text that could be
+// the start of a stop string is held back until it is known not to be, so
+// the stop string never reaches the callback, even in part.
+func ExampleModel_Chat_stop() {
+	path, cleanup := tinyModel()
+	defer cleanup()
+	m, err := llm.Load(context.Background(), path, func(o *llm.Options) { o.Threads = 1 })
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close()
+
+	stops := []string{"\n\n", "User:", "e"}
+	var answer strings.Builder
+	_, err = m.Chat(context.Background(), []llm.Message{{Role: llm.RoleUser, Content: "Count to ten."}},
+		func(piece string) error {
+			answer.WriteString(piece) // a real program prints the piece
+			return nil
+		},
+		func(o *llm.ChatOptions) {
+			o.MaxTokens = 64
+			o.Stop = stops
+		})
+	if err != nil {
+		log.Fatal(err)
+	}
+	found := false
+	for _, s := range stops {
+		found = found || strings.Contains(answer.String(), s)
+	}
+	fmt.Println("stop strings in the answer:", found)
+	// Output: stop strings in the answer: false
+}
