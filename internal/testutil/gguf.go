@@ -158,6 +158,9 @@ func WriteModel(path string, cfg ModelConfig) (err error) {
 	if err = w.Flush(); err != nil {
 		return err
 	}
+	if err = tmp.Chmod(0o644); err != nil {
+		return err
+	}
 	if err = tmp.Close(); err != nil {
 		return err
 	}
