@@ -73,6 +73,8 @@ func (e *Error) classify() *Error {
 	}
 	b, k := e.Object.Bucket, e.Object.Key
 	switch {
+	case code == "NoSuchVersion":
+		e.kind, e.hint = ErrObjectChanged, "the version being loaded was deleted: load the object again"
 	case code == "NoSuchBucket":
 		e.kind, e.hint = ErrNotFound, fmt.Sprintf("bucket %q does not exist: check its name and the region", b)
 	case code == "NoSuchKey" || status == http.StatusNotFound:
