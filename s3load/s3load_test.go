@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go/logging"
 	"go.uber.org/goleak"
 
 	"github.com/memload/memload/memfd"
@@ -312,4 +313,44 @@ func awsHTTPClient() *http.Client {
 func openFDsAfter(t *testing.T, c *http.Client) int {
 	c.CloseIdleConnections()
 	return openFDs(t)
+}
+
+// The SDK logs a line per GET that it cannot validate a checksum; ranged
+// GETs never can, so the loader turns both the validation and the line off.
+func TestNoChecksumLogNoise(t *testing.T) {
+	uri, _ := putObject(t, 4*faultPart)
+	var mu sync.Mutex
+	var lines []string
+	logger := logging.LoggerFunc(func(_ logging.Classification, format string, v ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		lines = append(lines, fmt.Sprintf(format, v...))
+	})
+	// As NewFromConfig sets up a client by default.
+	c := client(func(o *s3.Options) {
+		o.Logger = logger
+		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenSupported
+	})
+
+	// Without the loader's settings, a ranged GET does log it.
+	obj, _ := s3load.ParseURI(uri)
+	out, err := c.GetObject(context.Background(), &s3.GetObjectInput{Bucket: &obj.Bucket, Key: &obj.Key, Range: aws.String("bytes=0-9")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, out.Body)
+	out.Body.Close()
+	if len(lines) == 0 {
+		t.Fatal("a plain ranged GetObject logged nothing: this test cannot see the noise it checks for")
+	}
+
+	lines = nil
+	f, _, err := s3load.New(c, func(o *s3load.Options) { o.PartSize = faultPart }).Load(context.Background(), uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if len(lines) != 0 {
+		t.Errorf("the SDK logged during a load: %q", lines)
+	}
 }
