@@ -1,0 +1,51 @@
+package s3load
+
+import (
+	"net/http"
+	"sync"
+
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// tunedClients holds the tuned copy of each SDK HTTP client a load has
+// used, per concurrency, so that loads through one s3.Client share their
+// connections.
+var tunedClients sync.Map // tunedKey → *awshttp.BuildableClient
+
+type tunedKey struct {
+	base        *awshttp.BuildableClient
+	concurrency int
+}
+
+// tuneHTTPClient returns the HTTP client for a load's requests.
+//
+// The SDK's default client (the *awshttp.BuildableClient that s3.New and
+// config.LoadDefaultConfig make) keeps at most 10 idle connections per
+// host. A load with more parts in flight closes the surplus whenever they
+// finish together, and the next parts dial again: a TCP and a TLS
+// handshake each, and a new connection's slow start. The copy returned
+// keeps concurrency idle connections, and asks for no compression (model
+// weights do not compress, and a gzip body could not be written at its
+// offset). It keeps everything else the client was built with (CA bundle,
+// proxy, timeouts). Any other HTTP client is returned unchanged: whoever
+// made it chose its settings.
+func tuneHTTPClient(c s3.HTTPClient, concurrency int) s3.HTTPClient {
+	b, ok := c.(*awshttp.BuildableClient)
+	if !ok || b == nil {
+		return c
+	}
+	key := tunedKey{b, concurrency}
+	if t, ok := tunedClients.Load(key); ok {
+		return t.(*awshttp.BuildableClient)
+	}
+	t := b.WithTransportOptions(func(tr *http.Transport) {
+		tr.MaxIdleConnsPerHost = max(tr.MaxIdleConnsPerHost, concurrency)
+		if tr.MaxIdleConns != 0 { // 0 is no limit
+			tr.MaxIdleConns = max(tr.MaxIdleConns, concurrency)
+		}
+		tr.DisableCompression = true
+	})
+	actual, _ := tunedClients.LoadOrStore(key, t)
+	return actual.(*awshttp.BuildableClient)
+}
