@@ -1,0 +1,93 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is the function's configuration, read from the environment so that
+// the same binary runs under Lambda (where the template sets it) and locally.
+type config struct {
+	ModelURI    string // MODEL_URI: s3://bucket/key, or a local path
+	ModelSHA256 string // MODEL_SHA256: expected SHA-256 in hex, optional
+	ModelName   string // MODEL_NAME: the "model" of answers; default: the key's base name
+
+	Threads     int    // THREADS: llama.cpp threads; 0: the vCPUs the function has
+	ContextSize int    // CONTEXT_SIZE: tokens, prompt and answer together
+	Template    string // CHAT_TEMPLATE: override the model's chat template family
+
+	MaxTokens      int   // MAX_TOKENS: the cap on max_tokens, and its default
+	MaxBodyBytes   int64 // MAX_BODY_BYTES: request bodies larger than this get 413
+	MaxPromptBytes int   // MAX_PROMPT_BYTES: total message content, in bytes
+
+	// INIT_WAIT: under Lambda, how long init waits for the model before it
+	// starts taking requests (Lambda's init phase ends at 10 s).
+	InitWait time.Duration
+	// LOAD_WAIT: how long a request waits for a model that is still
+	// loading, further bounded by the invocation's deadline.
+	LoadWait time.Duration
+}
+
+// configFromEnv reads the configuration; getenv is os.Getenv outside tests.
+func configFromEnv(getenv func(string) string) (config, error) {
+	c := config{
+		ModelURI:       getenv("MODEL_URI"),
+		ModelSHA256:    strings.ToLower(getenv("MODEL_SHA256")),
+		ModelName:      getenv("MODEL_NAME"),
+		Template:       getenv("CHAT_TEMPLATE"),
+		ContextSize:    4096,
+		MaxTokens:      1024,
+		MaxBodyBytes:   1 << 20,
+		MaxPromptBytes: 64 << 10,
+		InitWait:       8 * time.Second,
+		LoadWait:       5 * time.Minute,
+	}
+	if c.ModelURI == "" {
+		return c, fmt.Errorf("MODEL_URI is not set: give s3://bucket/key of a GGUF model (or a local path)")
+	}
+	if c.ModelName == "" {
+		c.ModelName = c.ModelURI[strings.LastIndexByte(c.ModelURI, '/')+1:]
+	}
+	ints := []struct {
+		name string
+		p    *int
+		min  int
+	}{
+		{"THREADS", &c.Threads, 0},
+		{"CONTEXT_SIZE", &c.ContextSize, 16},
+		{"MAX_TOKENS", &c.MaxTokens, 1},
+		{"MAX_PROMPT_BYTES", &c.MaxPromptBytes, 1},
+	}
+	for _, v := range ints {
+		if s := getenv(v.name); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < v.min {
+				return c, fmt.Errorf("%s=%q: want an integer ≥ %d", v.name, s, v.min)
+			}
+			*v.p = n
+		}
+	}
+	if s := getenv("MAX_BODY_BYTES"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 1 {
+			return c, fmt.Errorf("MAX_BODY_BYTES=%q: want a positive integer", s)
+		}
+		c.MaxBodyBytes = n
+	}
+	durations := []struct {
+		name string
+		p    *time.Duration
+	}{{"INIT_WAIT", &c.InitWait}, {"LOAD_WAIT", &c.LoadWait}}
+	for _, v := range durations {
+		if s := getenv(v.name); s != "" {
+			d, err := time.ParseDuration(s)
+			if err != nil || d < 0 {
+				return c, fmt.Errorf("%s=%q: want a duration such as 8s", v.name, s)
+			}
+			*v.p = d
+		}
+	}
+	return c, nil
+}

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/memload/memload/llm"
+	"github.com/memload/memload/s3load"
+)
+
+// processStart approximates when the process started: package variables
+// are initialised before main runs.
+var processStart = time.Now()
+
+// coldStart is the breakdown of a model load, logged once and shown by
+// /healthz.
+type coldStart struct {
+	Source     string  `json:"source"`
+	Bytes      int64   `json:"bytes"`
+	Verified   string  `json:"verified,omitempty"` // checks passed, as s3load.Stats.Verified
+	Retries    int     `json:"retries,omitempty"`  // ranged GETs retried
+	ProcessMS  float64 `json:"process_ms"`         // process start to the load's start (runtime, config)
+	ConfigMS   float64 `json:"config_ms"`          // AWS configuration and credentials
+	DownloadMS float64 `json:"download_ms"`        // first request to last byte in memory
+	VerifyMS   float64 `json:"verify_ms"`          // after the last byte: checksum and SHA-256 checks, sealing
+	LlamaMS    float64 `json:"llama_load_ms"`      // GGUF check and llama.cpp load
+	TotalMS    float64 `json:"total_ms"`           // process start to model ready
+	MiBPerSec  float64 `json:"download_mib_s"`     // download throughput
+	FirstByte  float64 `json:"first_byte_ms"`      // first request to first response
+	Template   string  `json:"template,omitempty"` // chat template family
+	LoadedInit bool    `json:"loaded_in_init"`     // ready before the first request was taken (Lambda)
+	Threads    int     `json:"threads"`            // llama.cpp threads
+	Context    int     `json:"context_size"`       // context window asked for
+	Mmap       bool    `json:"mmap"`               // llama.cpp maps the memfd: one copy of the weights
+	Error      string  `json:"error,omitempty"`    // why the load failed
+}
+
+// loader loads the model once, in the background, and lets requests wait
+// for it.
+type loader struct {
+	done chan struct{} // closed when model or err is set
+
+	model *llm.Model
+	err   error
+	cold  coldStart
+
+	mu    sync.Mutex
+	phase string // "config", "download", "verify", "llama.cpp", "ready", "failed"
+
+	loaded, total atomic.Int64 // download progress
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// startLoad starts loading the model cfg names and returns at once.
+func startLoad(ctx context.Context, cfg config, logger *slog.Logger) *loader {
+	l := &loader{done: make(chan struct{}), phase: "config"}
+	go func() {
+		defer close(l.done)
+		l.model, l.cold, l.err = l.load(ctx, cfg, logger)
+		if l.err != nil {
+			l.setPhase("failed")
+			l.cold.Error = l.err.Error()
+			logger.Error("model load failed", "uri", cfg.ModelURI, "err", l.err)
+			return
+		}
+		l.setPhase("ready")
+		c := l.cold
+		logger.Info("cold start", "uri", cfg.ModelURI, "bytes", c.Bytes, "verified", c.Verified,
+			"process_ms", c.ProcessMS, "config_ms", c.ConfigMS, "download_ms", c.DownloadMS,
+			"verify_ms", c.VerifyMS, "llama_load_ms", c.LlamaMS, "total_ms", c.TotalMS,
+			"download_mib_s", c.MiBPerSec, "retries", c.Retries, "threads", c.Threads, "template", c.Template)
+	}()
+	return l
+}
+
+func (l *loader) setPhase(p string) {
+	l.mu.Lock()
+	l.phase = p
+	l.mu.Unlock()
+}
+
+// state returns the phase and the download progress.
+func (l *loader) state() (phase string, loaded, total int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.phase, l.loaded.Load(), l.total.Load()
+}
+
+// ready returns the model, or nil while it is loading, and the load error.
+func (l *loader) ready() (*llm.Model, error) {
+	select {
+	case <-l.done:
+		return l.model, l.err
+	default:
+		return nil, nil
+	}
+}
+
+// wait waits for the model until ctx is done.
+func (l *loader) wait(ctx context.Context) (*llm.Model, error) {
+	select {
+	case <-l.done:
+		return l.model, l.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// close frees the model once it is loaded.
+func (l *loader) close() {
+	<-l.done
+	if l.model != nil {
+		l.model.Close()
+	}
+}
+
+func (l *loader) load(ctx context.Context, cfg config, logger *slog.Logger) (*llm.Model, coldStart, error) {
+	start := time.Now()
+	c := coldStart{Source: cfg.ModelURI, ProcessMS: ms(start.Sub(processStart)), Threads: cfg.Threads, Context: cfg.ContextSize, Mmap: true}
+	llmOpts := func(o *llm.Options) {
+		if cfg.Threads > 0 {
+			o.Threads = cfg.Threads
+		}
+		c.Threads = o.Threads
+		o.ContextSize = cfg.ContextSize
+		o.Template = cfg.Template
+		o.Mmap = true // llama.cpp maps the memfd: the weights are in memory once
+		o.CloseFile = true
+		o.Logger = logger
+	}
+	finish := func(m *llm.Model, llamaStart time.Time) (*llm.Model, coldStart, error) {
+		c.LlamaMS = ms(time.Since(llamaStart))
+		c.TotalMS = ms(time.Since(processStart))
+		c.Template = m.Template()
+		return m, c, nil
+	}
+
+	if !strings.HasPrefix(cfg.ModelURI, "s3://") {
+		// A local file, for development: no download.
+		l.setPhase("llama.cpp")
+		t := time.Now()
+		m, err := llm.Load(ctx, cfg.ModelURI, llmOpts)
+		if err != nil {
+			return nil, c, err
+		}
+		return finish(m, t)
+	}
+
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+	if err != nil {
+		return nil, c, fmt.Errorf("AWS configuration: %w", err)
+	}
+	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+		// An endpoint override means an S3-compatible server such as MinIO,
+		// which wants path-style requests.
+		o.UsePathStyle = o.BaseEndpoint != nil
+	})
+	c.ConfigMS = ms(time.Since(start))
+
+	l.setPhase("download")
+	var lastByte atomic.Int64 // UnixNano of the last byte written
+	loader := s3load.New(client, func(o *s3load.Options) {
+		o.Logger = logger
+		o.SHA256 = cfg.ModelSHA256
+		o.Progress = func(done, total int64) {
+			l.loaded.Store(done)
+			l.total.Store(total)
+			if done == total {
+				lastByte.Store(time.Now().UnixNano())
+				l.setPhase("verify")
+			}
+		}
+	})
+	dlStart := time.Now()
+	f, st, err := loader.Load(ctx, cfg.ModelURI)
+	if err != nil {
+		return nil, c, err
+	}
+	end := dlStart.Add(st.Elapsed)
+	if n := lastByte.Load(); n != 0 {
+		c.DownloadMS = ms(time.Unix(0, n).Sub(dlStart))
+		c.VerifyMS = ms(end.Sub(time.Unix(0, n)))
+	} else {
+		c.DownloadMS = ms(st.Elapsed)
+	}
+	c.Bytes, c.Verified, c.Retries = st.Size, st.Verified, st.Retries
+	c.FirstByte = ms(st.FirstByte)
+	if c.DownloadMS > 0 {
+		c.MiBPerSec = float64(st.Size) / (1 << 20) / (c.DownloadMS / 1000)
+	}
+
+	l.setPhase("llama.cpp")
+	t := time.Now()
+	m, err := llm.LoadFile(ctx, f, llmOpts)
+	if err != nil {
+		return nil, c, err
+	}
+	return finish(m, t)
+}

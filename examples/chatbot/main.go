@@ -1,0 +1,110 @@
+// Command chatbot is a chat model served from AWS Lambda: at start it loads a
+// GGUF model from S3 into memory (s3load → memfd → llm), then answers
+// OpenAI-compatible chat requests, streamed through a Lambda Function URL.
+//
+// Under Lambda (AWS_LAMBDA_RUNTIME_API is set) it serves its handler with
+// lambdaurl, for a Function URL in RESPONSE_STREAM mode. Anywhere else it
+// listens on 127.0.0.1:8080:
+//
+//	MODEL_URI=s3://bucket/model.gguf chatbot [-addr 127.0.0.1:8080]
+//
+// Endpoints: POST /v1/chat/completions (OpenAI chat API, with "stream": true
+// as server-sent events), GET / (a chat page), GET /healthz (load state and
+// cold-start breakdown). Configuration comes from the environment; see
+// README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-lambda-go/lambdaurl"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "chatbot:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	onLambda := os.Getenv("AWS_LAMBDA_RUNTIME_API") != ""
+	addr := flag.String("addr", "127.0.0.1:8080", "address to listen on when not under Lambda (port 0 picks a free one)")
+	logJSON := flag.Bool("log-json", onLambda, "log JSON lines (default under Lambda) instead of text")
+	verbose := flag.Bool("v", false, "debug logs, including llama.cpp's")
+	flag.Parse()
+
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	var logger *slog.Logger
+	if *logJSON {
+		// Under Lambda, stdout goes to CloudWatch Logs.
+		logger = slog.New(slog.NewJSONHandler(os.Stdout, hopts))
+	} else {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, hopts))
+	}
+
+	cfg, err := configFromEnv(os.Getenv)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	l := startLoad(ctx, cfg, logger)
+	srv := newServer(cfg, l, logger)
+
+	if onLambda {
+		// Lambda's init phase lasts up to 10 s. Load within it when the
+		// model allows; otherwise take the first request and let it wait.
+		wait := time.NewTimer(max(0, cfg.InitWait-time.Since(processStart)))
+		select {
+		case <-l.done:
+			if l.err != nil {
+				// Fail the init: Lambda reports it and starts afresh.
+				return fmt.Errorf("loading %s: %w", cfg.ModelURI, l.err)
+			}
+			l.cold.LoadedInit = true
+		case <-wait.C:
+			phase, loaded, total := l.state()
+			logger.Warn("model still loading at the end of the init budget: the first request waits for it",
+				"init_wait", cfg.InitWait, "phase", phase, "loaded_bytes", loaded, "total_bytes", total)
+		}
+		lambdaurl.Start(srv) // does not return
+		return nil
+	}
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	logger.Info("listening", "url", "http://"+ln.Addr().String()+"/", "model", cfg.ModelURI)
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	select {
+	case err = <-served:
+	case <-ctx.Done():
+		logger.Info("shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err = hs.Shutdown(sctx)
+	}
+	l.close()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
