@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -31,6 +32,7 @@ type target struct {
 	Endpoint, CertFile   string
 	AccessKey, SecretKey string
 	Bucket, Key          string
+	Size                 int64
 	Verify               bool  // print the SHA-256 of what was loaded
 	StartUnixNano        int64 // when the parent started this process
 }
@@ -39,6 +41,8 @@ type target struct {
 type result struct {
 	Load   time.Duration            // from before the S3 client was made to the object in a memfd
 	HWM    int64                    // peak RSS in bytes (VmHWM: rusage's maxrss starts from the parent's RSS at fork)
+	User   time.Duration            // CPU time of the whole process, from getrusage when the object is in place:
+	Sys    time.Duration            // freeing the memfd afterwards is not the loader's work
 	SHA256 string                   `json:",omitempty"`
 	Phases map[string]time.Duration `json:",omitempty"` // cold start only, each from process start
 }
@@ -61,6 +65,19 @@ func runChild(variant string, t target) error {
 	switch name, params, _ := strings.Cut(variant, ":"); name {
 	case "none":
 		// Process start-up only: the baseline for CPU and RSS.
+	case "floor":
+		// No network: what filling the memfd alone costs, the part of
+		// every variant's CPU time that no downloader can avoid.
+		f, err = memfd.New(t.Key, t.Size)
+		if err != nil {
+			return err
+		}
+		buf := make([]byte, 1<<20)
+		for off := int64(0); off < t.Size; off += int64(len(buf)) {
+			if _, err := f.WriteAt(buf[:min(int64(len(buf)), t.Size-off)], off); err != nil {
+				return err
+			}
+		}
 	case "memload", "coldstart":
 		var firstWrite time.Time
 		opts := func(o *s3load.Options) {
@@ -125,6 +142,11 @@ func runChild(variant string, t target) error {
 		return fmt.Errorf("unknown variant %q", variant)
 	}
 	r := result{Load: time.Since(start), HWM: peakRSS()}
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return err
+	}
+	r.User, r.Sys = time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
 	if name, _, _ := strings.Cut(variant, ":"); name == "coldstart" {
 		r.Phases = phases
 	}

@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"runtime"
 	"slices"
 	"strconv"
@@ -33,7 +34,7 @@ import (
 	"github.com/memload/memload/internal/testutil"
 )
 
-const defaultVariants = "memload,memload:seed,manager,manager:16:16,transfermanager"
+const defaultVariants = "memload,memload:seed,manager,manager:16:16,transfermanager,floor"
 
 func main() {
 	if variant := os.Getenv("MEMLOAD_BENCH_CHILD"); variant != "" {
@@ -51,7 +52,14 @@ func main() {
 	variants := flag.String("variants", defaultVariants, "comma-separated variants, memload first: it is the reference")
 	protos := flag.String("proto", "http,https", "comma-separated: http, https (MinIO with a self-signed certificate)")
 	coldstart := flag.Int("coldstart", 3, "cold-start runs of memload over https (0: skip)")
+	serve := flag.Bool("serve", false, "only start MinIO (the first -proto), upload the object, print how to reach it, and wait for ^C: for profiling by hand")
 	flag.Parse()
+	if *serve {
+		if err := serveOnly(*sizeMiB<<20, strings.Split(*protos, ",")[0]); err != nil {
+			fail(err)
+		}
+		return
+	}
 	if err := run(*sizeMiB<<20, *rounds, strings.Split(*variants, ","), strings.Split(*protos, ","), *coldstart); err != nil {
 		fail(err)
 	}
@@ -76,7 +84,8 @@ func run(size int64, rounds int, variants, protos []string, coldstart int) error
 	fmt.Printf("# memload S3 download benchmark, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Printf("Machine: %s, %d CPUs (%s), %s, kernel %s, %s. Object: %d MiB. Rounds: %d.\n",
 		host, runtime.NumCPU(), cpu, memTotal(), kernel(), runtime.Version(), size>>20, rounds)
-	fmt.Printf("Command: go run ./internal/bench %s\n\n", strings.Join(os.Args[1:], " "))
+	fmt.Printf("Command: go run ./internal/bench %s\n", strings.Join(os.Args[1:], " "))
+	fmt.Printf("Load average before: %s\n", strings.TrimSpace(loadAvg()))
 	for _, proto := range protos {
 		if err := runProto(proto, size, rounds, variants, coldstart); err != nil {
 			return err
@@ -85,34 +94,61 @@ func run(size int64, rounds int, variants, protos []string, coldstart int) error
 	return nil
 }
 
-func runProto(proto string, size int64, rounds int, variants []string, coldstart int) error {
+// startServer starts MinIO for proto and uploads the object.
+func startServer(proto string, size int64) (m *testutil.MinIO, t target, sha string, err error) {
 	ctx := context.Background()
-	var m *testutil.MinIO
-	var err error
 	switch proto {
 	case "http":
 		m, err = testutil.StartMinIO(ctx)
 	case "https":
 		m, err = testutil.StartMinIOTLS(ctx)
 	default:
-		return fmt.Errorf("unknown protocol %q", proto)
+		err = fmt.Errorf("unknown protocol %q", proto)
 	}
+	if err != nil {
+		return nil, t, "", err
+	}
+	t = target{Endpoint: m.Endpoint, CertFile: m.CertFile(), AccessKey: m.AccessKey, SecretKey: m.SecretKey,
+		Bucket: "bench", Key: "model.gguf", Size: size}
+	if err = m.CreateBucket(ctx, t.Bucket); err == nil {
+		sha, err = m.PutRandom(ctx, t.Bucket, t.Key, size, 42)
+	}
+	if err != nil {
+		m.Stop()
+		return nil, t, "", err
+	}
+	return m, t, sha, nil
+}
+
+func serveOnly(size int64, proto string) error {
+	m, t, sha, err := startServer(proto, size)
 	if err != nil {
 		return err
 	}
 	defer m.Stop()
-	if err := m.CreateBucket(ctx, "bench"); err != nil {
-		return err
-	}
-	t := target{Endpoint: m.Endpoint, CertFile: m.CertFile(), AccessKey: m.AccessKey, SecretKey: m.SecretKey,
-		Bucket: "bench", Key: "model.gguf"}
-	want, err := m.PutRandom(ctx, t.Bucket, t.Key, size, 42)
+	spec, _ := json.Marshal(t)
+	fmt.Printf("s3://%s/%s (sha256 %s) at %s\n", t.Bucket, t.Key, sha, t.Endpoint)
+	fmt.Printf("run a variant: MEMLOAD_BENCH_CHILD=memload MEMLOAD_BENCH_TARGET='%s' %s\n", spec, os.Args[0])
+	fmt.Printf("or: AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s AWS_REGION=us-east-1 go run ./examples/memload -endpoint %s s3://%s/%s\n",
+		t.AccessKey, t.SecretKey, t.Endpoint, t.Bucket, t.Key)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	<-sig
+	return nil
+}
+
+func runProto(proto string, size int64, rounds int, variants []string, coldstart int) error {
+	m, t, want, err := startServer(proto, size)
 	if err != nil {
 		return err
 	}
+	defer m.Stop()
 
 	// Once per variant, untimed: the bytes are right (and MinIO is warm).
 	for _, v := range variants {
+		if v == "floor" {
+			continue
+		}
 		vt := t
 		vt.Verify = true
 		s, err := runOnce(v, vt)
@@ -156,6 +192,18 @@ func runProto(proto string, size int64, rounds int, variants []string, coldstart
 			median(ss, func(s sample) float64 { return s.user.Seconds() }),
 			median(ss, func(s sample) float64 { return s.sys.Seconds() }),
 			wall, gib/wall, rss, rss-float64(base.maxRSS)/(1<<20))
+	}
+	var best string
+	for _, v := range variants {
+		if strings.HasPrefix(v, "manager") || strings.HasPrefix(v, "transfermanager") {
+			if best == "" || cpuOf(samples[v]) < cpuOf(samples[best]) {
+				best = v
+			}
+		}
+	}
+	if best != "" && variants[0] == "memload" {
+		fmt.Printf("\nmemload / best Go peer (%s): CPU %.2f (goal ≤ 0.75), wall %.2f (goal ≤ 1.00).\n", label(best),
+			ref/cpuOf(samples[best]), median(samples["memload"], loadOf)/median(samples[best], loadOf))
 	}
 	fmt.Printf("\nProcess baseline (start, make the client, exit): %.3f CPU-s, %.0f MiB max RSS; included above, subtracted for \"extra RSS\".\n\n",
 		base.cpu.Seconds(), float64(base.maxRSS)/(1<<20))
@@ -210,6 +258,8 @@ func label(v string) string {
 		return "SDK manager.Downloader (defaults: 5 MiB × 5)"
 	case "transfermanager":
 		return "SDK transfermanager (defaults)"
+	case "floor":
+		return "floor: fill a memfd from memory, no network"
 	}
 	if name, shape, ok := strings.Cut(v, ":"); ok {
 		p, c, _ := strings.Cut(shape, ":")
@@ -244,6 +294,10 @@ func runOnce(variant string, t target) (sample, error) {
 	s.load, s.maxRSS = s.result.Load, s.result.HWM
 	return s, nil
 }
+
+func cpuOf(ss []sample) float64 { return median(ss, func(s sample) float64 { return s.cpu.Seconds() }) }
+
+func loadOf(s sample) float64 { return s.load.Seconds() }
 
 func median(ss []sample, f func(sample) float64) float64 {
 	if len(ss) == 0 {
@@ -284,6 +338,14 @@ func memTotal() string {
 		}
 	}
 	return "? GiB"
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return string(b)
 }
 
 func kernel() string { return strings.TrimSpace(run1("uname", "-r")) }
