@@ -15,13 +15,42 @@ export CGO_CXXFLAGS := $(SIMD_FLAGS)
 BIN := $(CURDIR)/.bin
 MINIO_MODULE := github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c
 export MEMLOAD_MINIO := $(BIN)/minio
+RIE_MODULE := github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test check minio tools
+.PHONY: demo test check minio tools rie chromium chatbot zip
 
-## demo: start MinIO, upload a generated object, load it into memory
-demo: minio
-	go build -o $(BIN)/memload ./examples/memload
-	go run ./examples/demo -memload $(BIN)/memload
+## demo: run the Lambda chatbot locally: MinIO, a generated model, the chat page
+demo: minio chatbot
+	go run ./examples/demo -chatbot $(BIN)/chatbot $(DEMO_FLAGS)
+
+## chatbot: build the chatbot for this machine into .bin/
+chatbot:
+	go build -o $(BIN)/chatbot ./examples/chatbot
+
+## zip: build the chatbot's Lambda zip, dist/chatbot-$(ARCH).zip (ARCH=amd64 or arm64)
+# provided.al2023 has glibc 2.34 and older libstdc++/libgcc: link those two
+# statically, and let lambdazip check the glibc symbol versions. Keep these
+# flags in step with lambdaBuildFlags in examples/chatbot/e2e_test.go.
+ARCH ?= $(GOARCH)
+LAMBDA_TAGS := lambda.norpc
+LAMBDA_LDFLAGS := -s -w -extldflags '-static-libstdc++ -static-libgcc'
+ifeq ($(ARCH),$(GOARCH))
+ZIP_ENV :=
+else ifeq ($(ARCH),arm64)
+ZIP_ENV := GOARCH=arm64 CC=aarch64-linux-gnu-gcc CXX=aarch64-linux-gnu-g++ \
+	CGO_CFLAGS='-O3 -march=armv8.2-a+fp16+dotprod' CGO_CXXFLAGS='-O3 -march=armv8.2-a+fp16+dotprod'
+else ifeq ($(ARCH),amd64)
+ZIP_ENV := GOARCH=amd64 CC=x86_64-linux-gnu-gcc CXX=x86_64-linux-gnu-g++ \
+	CGO_CFLAGS='-O3 -march=x86-64-v3' CGO_CXXFLAGS='-O3 -march=x86-64-v3'
+else
+$(error ARCH=$(ARCH): use amd64 or arm64)
+endif
+zip:
+	@if [ -n "$(ZIP_ENV)" ] && ! command -v $(if $(filter arm64,$(ARCH)),aarch64,x86_64)-linux-gnu-g++ >/dev/null; then \
+		echo "make zip ARCH=$(ARCH) needs a cross compiler: $(SUDO) apt-get install -y $(if $(filter arm64,$(ARCH)),gcc-aarch64-linux-gnu g++-aarch64-linux-gnu,gcc-x86-64-linux-gnu g++-x86-64-linux-gnu)"; exit 1; fi
+	$(ZIP_ENV) GOOS=linux CGO_ENABLED=1 go build -tags $(LAMBDA_TAGS) -ldflags "$(LAMBDA_LDFLAGS)" -o dist/$(ARCH)/bootstrap ./examples/chatbot
+	go run ./examples/chatbot/lambdazip -arch $(ARCH) -glibc 2.34 -o dist/chatbot-$(ARCH).zip dist/$(ARCH)/bootstrap
 
 ## test: install what the tests need, check formatting and vet, run all tests
 test: tools check
@@ -32,7 +61,16 @@ check:
 	go vet ./...
 	CGO_ENABLED=0 go build ./memfd/... ./s3load/...
 
-tools: minio
+tools: minio rie chromium
+
+## rie: build the AWS Lambda Runtime Interface Emulator into .bin/ (chatbot's end-to-end test)
+rie: $(BIN)/aws-lambda-rie
+$(BIN)/aws-lambda-rie:
+	GOBIN=$(BIN) go install $(RIE_MODULE)
+
+## chromium: install Debian's chromium when missing (chatbot's chat page test)
+chromium:
+	@[ -x /usr/bin/chromium ] || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
 
 ## minio: build MinIO (AGPL, run as a separate process only) into .bin/
 minio: $(BIN)/minio

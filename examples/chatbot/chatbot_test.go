@@ -43,6 +43,9 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	for _, f := range cleanups {
+		f()
+	}
 	if code == 0 {
 		http.DefaultClient.CloseIdleConnections()
 		if err := goleak.Find(); err != nil {
@@ -55,7 +58,7 @@ func TestMain(m *testing.M) {
 
 func testConfig(t *testing.T, env map[string]string) config {
 	t.Helper()
-	e := map[string]string{"MODEL_URI": tinyModel, "THREADS": "2", "CONTEXT_SIZE": "1024", "MAX_TOKENS": "64"}
+	e := map[string]string{"MODEL_URI": tinyModel, "THREADS": "1", "CONTEXT_SIZE": "1024", "MAX_TOKENS": "64"}
 	for k, v := range env {
 		e[k] = v
 	}
@@ -369,7 +372,7 @@ func TestPageAndHealth(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	h := decode[healthAnswer](t, resp.Body)
-	if resp.StatusCode != http.StatusOK || h.Status != "ready" || h.ColdStart == nil || h.ColdStart.Template != "chatml" || h.ColdStart.Threads != 2 {
+	if resp.StatusCode != http.StatusOK || h.Status != "ready" || h.ColdStart == nil || h.ColdStart.Template != "chatml" || h.ColdStart.Threads != 1 {
 		t.Errorf("healthz: %s %+v", resp.Status, h)
 	}
 }
@@ -387,7 +390,7 @@ func loadingServer(t *testing.T, cfg config) (*testServer, func(error)) {
 	finish := func(err error) {
 		once.Do(func() {
 			if err == nil {
-				l.model, err = llm.Load(context.Background(), tinyModel, func(o *llm.Options) { o.Threads = 2; o.ContextSize = 1024 })
+				l.model, err = llm.Load(context.Background(), tinyModel, func(o *llm.Options) { o.Threads = 1; o.ContextSize = 1024 })
 			}
 			l.err = err
 			if err != nil {
