@@ -60,8 +60,9 @@ func Example() {
 }
 
 // ExampleLoadFile loads a model from a memory file, as one downloaded with
-// s3load is. With Mmap off and CloseFile, the memfd's memory is released as
-// soon as llama.cpp has read the weights.
+// s3load is. llama.cpp maps the memfd and computes from its pages; with
+// CloseFile the descriptor is closed after the load, and the memory is
+// released by Close.
 func ExampleLoadFile() {
 	path, cleanup := tinyModel()
 	defer cleanup()

@@ -100,7 +100,7 @@ func TestMemfdMatchesFile(t *testing.T) {
 			}
 			for _, mmap := range []bool{true, false} {
 				f := memfdCopy(t, path)
-				m, err := LoadFile(context.Background(), f, testOptions, func(o *Options) { o.Mmap = mmap; o.CloseFile = true })
+				m, err := LoadFile(context.Background(), f, testOptions, func(o *Options) { o.NoMmap = !mmap; o.CloseFile = true })
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -405,7 +405,7 @@ func TestCloseFile(t *testing.T) {
 	path := testutil.TinyModel(t, "llama")
 	for _, mmap := range []bool{false, true} {
 		f := memfdCopy(t, path)
-		m, err := LoadFile(context.Background(), f, testOptions, func(o *Options) { o.Mmap = mmap; o.CloseFile = true })
+		m, err := LoadFile(context.Background(), f, testOptions, func(o *Options) { o.NoMmap = !mmap; o.CloseFile = true })
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,0 +1,334 @@
+// Command benchllm measures llm on a model of the DeepSeek-R1-Distill-Qwen-1.5B
+// shape (Q4_K_M, 1.1 GB, random weights: see testutil.BenchConfig): load time
+// and memory with mmap on and off, prompt evaluation and generation speed at
+// each thread count. The model is copied into a memfd first, as s3load would
+// leave it, and loaded with LoadFile and CloseFile.
+//
+// Each configuration runs in a fresh child process, so that memory figures
+// are not inherited from an earlier load. Run it on an idle machine:
+//
+//	CGO_CFLAGS='-O3 -march=x86-64-v3' CGO_CXXFLAGS='-O3 -march=x86-64-v3' go run ./internal/benchllm
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/memload/memload/internal/testutil"
+	"github.com/memload/memload/llm"
+	"github.com/memload/memload/memfd"
+)
+
+func main() {
+	threads := flag.String("threads", "1,2", "comma-separated thread counts")
+	promptWords := flag.Int("prompt", 50, "words in the prompt (about 2 tokens each with the generated vocabulary)")
+	gen := flag.Int("gen", 32, "tokens to generate")
+	rounds := flag.Int("rounds", 3, "runs of each configuration; the table shows the best")
+	modelPath := flag.String("model", "", "GGUF model (default: the generated 1.5B-shaped model in .cache/models)")
+	child := flag.String("child", "", "internal: run one configuration, given as mmap,threads")
+	flag.Parse()
+	log.SetFlags(0)
+
+	if *child != "" {
+		var c config
+		if _, err := fmt.Sscanf(*child, "%t,%d", &c.Mmap, &c.Threads); err != nil {
+			log.Fatal(err)
+		}
+		r, err := run(*modelPath, c, *promptWords, *gen)
+		if err != nil {
+			log.Fatal(err)
+		}
+		json.NewEncoder(os.Stdout).Encode(r)
+		return
+	}
+
+	path := *modelPath
+	if path == "" {
+		start := time.Now()
+		var err error
+		if path, err = testutil.BenchModel(context.Background()); err != nil {
+			log.Fatal(err)
+		}
+		if d := time.Since(start); d > time.Second {
+			log.Printf("generated %s in %v", path, d.Round(time.Millisecond))
+		}
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	var results []result
+	for _, mmap := range []bool{true, false} {
+		for _, t := range strings.Split(*threads, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(t))
+			if err != nil {
+				log.Fatalf("-threads: %v", err)
+			}
+			var rs []result
+			for i := range *rounds {
+				log.Printf("mmap=%v threads=%d, round %d of %d", mmap, n, i+1, *rounds)
+				r, err := runChild(path, config{Mmap: mmap, Threads: n}, *promptWords, *gen)
+				if err != nil {
+					log.Fatal(err)
+				}
+				rs = append(rs, r)
+			}
+			results = append(results, best(rs))
+		}
+	}
+	printReport(os.Stdout, path, fi.Size(), results)
+}
+
+type config struct {
+	Mmap    bool
+	Threads int
+}
+
+type result struct {
+	config
+	ModelBytes     int64
+	CopyToMemfd    time.Duration // reading the file into the memfd
+	Load           time.Duration // LoadFile, header check and CloseFile included
+	AfterLoad      memory        // right after LoadFile returned
+	AfterChat      memory        // after the measured chat: all weights touched
+	PeakFootprint  int64         // highest footprint sampled during the load
+	PromptTokens   int
+	PromptPerSec   float64
+	Generated      int
+	GeneratePerSec float64
+	TTFT           time.Duration
+	FinishReason   string
+	Rounds         int
+}
+
+// memory is the process's resident memory by kind, from /proc/self/status,
+// and the bytes of the memfd still alive: its pages are held while a
+// descriptor or a mapping exists, whether or not they count in RSS yet.
+type memory struct {
+	Anon, File, Shmem int64
+	MemfdHeld         int64
+}
+
+// Footprint is what the process costs the machine: private memory, file
+// pages, and the memfd (whose touched pages are in Shmem) counted once.
+func (m memory) Footprint() int64 { return m.Anon + m.File + max(m.Shmem, m.MemfdHeld) }
+
+func readMemory(memfdHeld int64) memory {
+	m := memory{MemfdHeld: memfdHeld}
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return m
+	}
+	s := bufio.NewScanner(bytes.NewReader(b))
+	for s.Scan() {
+		f := strings.Fields(s.Text())
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "RssAnon:":
+			m.Anon = kb << 10
+		case "RssFile:":
+			m.File = kb << 10
+		case "RssShmem:":
+			m.Shmem = kb << 10
+		}
+	}
+	return m
+}
+
+func runChild(path string, c config, promptWords, gen int) (result, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return result{}, err
+	}
+	cmd := exec.Command(exe, "-child", fmt.Sprintf("%t,%d", c.Mmap, c.Threads), "-model", path,
+		"-prompt", strconv.Itoa(promptWords), "-gen", strconv.Itoa(gen))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return result{}, fmt.Errorf("mmap=%v threads=%d: %w", c.Mmap, c.Threads, err)
+	}
+	var r result
+	return r, json.Unmarshal(out, &r)
+}
+
+// prompt is English-like text of n words, so that its token count is
+// what a user's prompt of that length would give with this vocabulary.
+func prompt(n int) string {
+	words := strings.Fields(`the model is loaded from memory into llama cpp and
+		answers a question about files that never touched a disk because the
+		bytes came from object storage in parallel ranges`)
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(words[i%len(words)])
+	}
+	return b.String()
+}
+
+func run(path string, c config, promptWords, gen int) (result, error) {
+	ctx := context.Background()
+	r := result{config: c}
+	src, err := os.Open(path)
+	if err != nil {
+		return r, err
+	}
+	defer src.Close()
+	fi, err := src.Stat()
+	if err != nil {
+		return r, err
+	}
+	r.ModelBytes = fi.Size()
+
+	start := time.Now()
+	f, err := memfd.New("model.gguf", r.ModelBytes)
+	if err != nil {
+		return r, err
+	}
+	if _, err := io.Copy(io.NewOffsetWriter(f, 0), src); err != nil {
+		return r, err
+	}
+	r.CopyToMemfd = time.Since(start)
+
+	// Sample the footprint while llama.cpp loads: the memfd is alive
+	// throughout, and llama.cpp's buffers grow next to it.
+	var mu sync.Mutex
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			fp := readMemory(r.ModelBytes).Footprint()
+			mu.Lock()
+			r.PeakFootprint = max(r.PeakFootprint, fp)
+			mu.Unlock()
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	})
+	start = time.Now()
+	m, err := llm.LoadFile(ctx, f, func(o *llm.Options) {
+		o.Threads, o.NoMmap, o.CloseFile = c.Threads, !c.Mmap, true
+	})
+	r.Load = time.Since(start)
+	close(done)
+	wg.Wait()
+	if err != nil {
+		return r, err
+	}
+	defer m.Close()
+	held := int64(0)
+	if c.Mmap {
+		held = r.ModelBytes // llama.cpp's mapping keeps the closed memfd alive
+	}
+	r.AfterLoad = readMemory(held)
+
+	greedy := func(n int) func(*llm.ChatOptions) {
+		return func(o *llm.ChatOptions) { o.Temperature, o.MaxTokens = 0, n }
+	}
+	// Warm up: the first decode allocates llama.cpp's compute graph.
+	if _, err := m.Chat(ctx, []llm.Message{{Role: llm.RoleUser, Content: "Hi"}}, nil, greedy(1)); err != nil {
+		return r, err
+	}
+	msgs := []llm.Message{{Role: llm.RoleUser, Content: prompt(promptWords)}}
+	st, err := m.Chat(ctx, msgs, nil, greedy(gen))
+	if err != nil {
+		return r, err
+	}
+	r.AfterChat = readMemory(held)
+	r.PromptTokens, r.PromptPerSec = st.PromptTokens, st.PromptTokensPerSecond()
+	r.Generated, r.GeneratePerSec = st.GeneratedTokens, st.GenerateTokensPerSecond()
+	r.TTFT, r.FinishReason = st.TimeToFirstToken, st.FinishReason
+	return r, nil
+}
+
+// best keeps the best time and speed of each measure over runs of one
+// configuration: on a shared machine the others are slowed by neighbours.
+// Memory figures do not vary between runs; the first run's are kept.
+func best(rs []result) result {
+	b := rs[0]
+	for _, r := range rs[1:] {
+		b.Load = min(b.Load, r.Load)
+		b.CopyToMemfd = min(b.CopyToMemfd, r.CopyToMemfd)
+		b.PromptPerSec = max(b.PromptPerSec, r.PromptPerSec)
+		b.GeneratePerSec = max(b.GeneratePerSec, r.GeneratePerSec)
+		b.TTFT = min(b.TTFT, r.TTFT)
+		b.PeakFootprint = max(b.PeakFootprint, r.PeakFootprint)
+	}
+	b.Rounds = len(rs)
+	return b
+}
+
+func printReport(w io.Writer, path string, size int64, rs []result) {
+	fmt.Fprintf(w, "date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(w, "machine: %s, %d CPUs, %s RAM, %s/%s, %s\n", cpuModel(), runtime.NumCPU(), gib(memTotal()), runtime.GOOS, runtime.GOARCH, runtime.Version())
+	fmt.Fprintf(w, "llama.cpp: %s\n", llm.SystemInfo())
+	fmt.Fprintf(w, "model: %s (%s)\n", path, gib(size))
+	fmt.Fprintf(w, "best of %d runs per row, each in a fresh process; the model is read into a memfd, then llm.LoadFile with CloseFile\n", rs[0].Rounds)
+	fmt.Fprintf(w, "command: %s\n\n", "CGO_CFLAGS='-O3 -march=x86-64-v3' CGO_CXXFLAGS='-O3 -march=x86-64-v3' go run ./internal/benchllm "+strings.Join(os.Args[1:], " "))
+	fmt.Fprintln(w, "| mmap | threads | load | footprint after load | peak during load | footprint after chat | prompt | prompt tok/s | generated | gen tok/s | TTFT |")
+	fmt.Fprintln(w, "|------|--------:|-----:|---------------------:|-----------------:|---------------------:|-------:|-------------:|----------:|----------:|-----:|")
+	for _, r := range rs {
+		fmt.Fprintf(w, "| %s | %d | %.2f s | %s | %s | %s | %d | %.1f | %d | %.2f | %.2f s |\n",
+			onOff(r.Mmap), r.Threads, r.Load.Seconds(), gib(r.AfterLoad.Footprint()), gib(r.PeakFootprint),
+			gib(r.AfterChat.Footprint()), r.PromptTokens, r.PromptPerSec, r.Generated, r.GeneratePerSec, r.TTFT.Seconds())
+	}
+	fmt.Fprintln(w, "\nfootprint = RssAnon + RssFile + max(RssShmem, bytes of the memfd still alive); after chat, in detail:")
+	for _, r := range rs {
+		m := r.AfterChat
+		fmt.Fprintf(w, "  mmap %-3s threads %d: anon %s, file %s, shmem %s, memfd held %s; memfd filled in %.2f s\n",
+			onOff(r.Mmap), r.Threads, gib(m.Anon), gib(m.File), gib(m.Shmem), gib(m.MemfdHeld), r.CopyToMemfd.Seconds())
+	}
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func gib(n int64) string { return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30)) }
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for line := range strings.Lines(string(b)) {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+func memTotal() int64 {
+	b, _ := os.ReadFile("/proc/meminfo")
+	for line := range strings.Lines(string(b)) {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
