@@ -515,9 +515,7 @@ func TestLoadFromMinIO(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.CreateBucket(ctx, "models"); err != nil {
-		t.Fatal(err)
-	}
+	createBucket(t, m, "models")
 	if err := m.Put(ctx, "models", "chat/tiny.gguf", model); err != nil {
 		t.Fatal(err)
 	}
@@ -565,6 +563,22 @@ func TestLoadFromMinIO(t *testing.T) {
 				t.Errorf("chat: %s", resp.Status)
 			}
 		})
+	}
+}
+
+// createBucket creates a bucket, waiting out MinIO's "Server not
+// initialized yet", which it can still answer after reporting itself ready.
+func createBucket(t *testing.T, m *testutil.MinIO, bucket string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		err := m.CreateBucket(context.Background(), bucket)
+		if err == nil {
+			return
+		}
+		if !strings.Contains(err.Error(), "XMinioServerNotInitialized") || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

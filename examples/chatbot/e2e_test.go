@@ -142,9 +142,7 @@ func minioModel(t *testing.T) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.CreateBucket(ctx, "models"); err != nil {
-		t.Fatal(err)
-	}
+	createBucket(t, m, "models")
 	if err := m.Put(ctx, "models", "tiny.gguf", model); err != nil {
 		t.Fatal(err)
 	}

@@ -133,7 +133,6 @@ func (l *loader) load(ctx context.Context, cfg config, logger *slog.Logger) (*ll
 		c.Threads = o.Threads
 		o.ContextSize = cfg.ContextSize
 		o.Template = cfg.Template
-		o.Mmap = true // llama.cpp maps the memfd: the weights are in memory once
 		o.CloseFile = true
 		o.Logger = logger
 	}
