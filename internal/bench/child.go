@@ -22,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"golang.org/x/sys/unix"
 
 	"github.com/memload/memload/memfd"
 	"github.com/memload/memload/s3load"
@@ -68,15 +69,14 @@ func runChild(variant string, t target) error {
 	case "floor":
 		// No network: what filling the memfd alone costs, the part of
 		// every variant's CPU time that no downloader can avoid.
-		f, err = memfd.New(t.Key, t.Size)
+		// floor:noreserve skips fallocate; floor:map copies into a
+		// MAP_POPULATE mapping instead of calling pwrite.
+		f, err = memfd.New(t.Key, t.Size, func(o *memfd.Options) { o.NoReserve = params == "noreserve" })
 		if err != nil {
 			return err
 		}
-		buf := make([]byte, 1<<20)
-		for off := int64(0); off < t.Size; off += int64(len(buf)) {
-			if _, err := f.WriteAt(buf[:min(int64(len(buf)), t.Size-off)], off); err != nil {
-				return err
-			}
+		if err := fill(f, t.Size, params == "map"); err != nil {
+			return err
 		}
 	case "memload", "coldstart":
 		var firstWrite time.Time
@@ -229,4 +229,26 @@ func peakRSS() int64 {
 		}
 	}
 	return 0
+}
+
+// fill writes size bytes into f, 1 MiB at a time, with pwrite or through a
+// shared writable mapping.
+func fill(f *memfd.File, size int64, mapped bool) error {
+	buf := make([]byte, 1<<20)
+	if !mapped {
+		for off := int64(0); off < size; off += int64(len(buf)) {
+			if _, err := f.WriteAt(buf[:min(int64(len(buf)), size-off)], off); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		return err
+	}
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		copy(m[off:], buf[:min(int64(len(buf)), size-off)])
+	}
+	return unix.Munmap(m)
 }

@@ -11,6 +11,8 @@
 // Variants: memload (defaults), memload:seed (100 MiB parts, NumCPU
 // workers), memload:P:C (P MiB parts, C workers), manager (SDK
 // feature/s3/manager defaults), manager:P:C, transfermanager (defaults).
+// floor fills a memfd from memory (floor:noreserve without fallocate,
+// floor:map through a mapping): the cost no downloader avoids.
 // -coldstart times one memload start to finish, phase by phase.
 package main
 
@@ -146,7 +148,7 @@ func runProto(proto string, size int64, rounds int, variants []string, coldstart
 
 	// Once per variant, untimed: the bytes are right (and MinIO is warm).
 	for _, v := range variants {
-		if v == "floor" {
+		if strings.HasPrefix(v, "floor") {
 			continue
 		}
 		vt := t
@@ -259,7 +261,11 @@ func label(v string) string {
 	case "transfermanager":
 		return "SDK transfermanager (defaults)"
 	case "floor":
-		return "floor: fill a memfd from memory, no network"
+		return "floor: fill a memfd from memory with pwrite, no network"
+	case "floor:noreserve":
+		return "floor, memfd not reserved (no fallocate)"
+	case "floor:map":
+		return "floor, copy into a MAP_POPULATE mapping"
 	}
 	if name, shape, ok := strings.Cut(v, ":"); ok {
 		p, c, _ := strings.Cut(shape, ":")
