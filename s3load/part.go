@@ -193,6 +193,7 @@ func (d *download) clientOptions() []func(*s3.Options) {
 		// Ranged GETs carry no whole-object checksum to validate.
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 		o.DisableLogOutputChecksumValidationSkipped = true
+		o.HTTPClient = tuneHTTPClient(o.HTTPClient, d.opts.Concurrency)
 	}}, d.opts.ClientOptions...)
 }
 

@@ -32,8 +32,8 @@ type Client interface {
 
 // Default option values.
 const (
-	DefaultPartSize     = 8 << 20
-	DefaultConcurrency  = 16
+	DefaultPartSize     = 32 << 20
+	DefaultConcurrency  = 8
 	DefaultMaxAttempts  = 5
 	DefaultStallTimeout = 5 * time.Second
 )
