@@ -25,7 +25,7 @@ type tunedKey struct {
 // host. A load with more parts in flight closes the surplus whenever they
 // finish together, and the next parts dial again: a TCP and a TLS
 // handshake each, and a new connection's slow start. The copy returned
-// keeps concurrency idle connections, and asks for no compression (model
+// keeps enough idle connections for every request of a load, and asks for no compression (model
 // weights do not compress, and a gzip body could not be written at its
 // offset). It keeps everything else the client was built with (CA bundle,
 // proxy, timeouts). Any other HTTP client is returned unchanged: whoever
@@ -39,10 +39,13 @@ func tuneHTTPClient(c s3.HTTPClient, concurrency int) s3.HTTPClient {
 	if t, ok := tunedClients.Load(key); ok {
 		return t.(*awshttp.BuildableClient)
 	}
+	// One idle connection per part in flight, and one for the HeadObject
+	// that runs beside the first GET.
+	idle := concurrency + 1
 	t := b.WithTransportOptions(func(tr *http.Transport) {
-		tr.MaxIdleConnsPerHost = max(tr.MaxIdleConnsPerHost, concurrency)
+		tr.MaxIdleConnsPerHost = max(tr.MaxIdleConnsPerHost, idle)
 		if tr.MaxIdleConns != 0 { // 0 is no limit
-			tr.MaxIdleConns = max(tr.MaxIdleConns, concurrency)
+			tr.MaxIdleConns = max(tr.MaxIdleConns, idle)
 		}
 		tr.DisableCompression = true
 	})
