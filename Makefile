@@ -28,7 +28,7 @@ demo: minio chatbot
 chatbot:
 	go build -o $(BIN)/chatbot ./examples/chatbot
 
-## zip: build the chatbot's Lambda zip, dist/chatbot-$(ARCH).zip (ARCH=amd64 or arm64)
+## zip: build the chatbot's Lambda zip, dist/chatbot-$(ARCH).zip and dist/chatbot.zip (ARCH=amd64 or arm64)
 # provided.al2023 has glibc 2.34 and older libstdc++/libgcc: link those two
 # statically, and let lambdazip check the glibc symbol versions. Keep these
 # flags in step with lambdaBuildFlags in examples/chatbot/e2e_test.go.
@@ -51,6 +51,7 @@ zip:
 		echo "make zip ARCH=$(ARCH) needs a cross compiler: $(SUDO) apt-get install -y $(if $(filter arm64,$(ARCH)),gcc-aarch64-linux-gnu g++-aarch64-linux-gnu,gcc-x86-64-linux-gnu g++-x86-64-linux-gnu)"; exit 1; fi
 	$(ZIP_ENV) GOOS=linux CGO_ENABLED=1 go build -tags $(LAMBDA_TAGS) -ldflags "$(LAMBDA_LDFLAGS)" -o dist/$(ARCH)/bootstrap ./examples/chatbot
 	go run ./examples/chatbot/lambdazip -arch $(ARCH) -glibc 2.34 -o dist/chatbot-$(ARCH).zip dist/$(ARCH)/bootstrap
+	cp dist/chatbot-$(ARCH).zip dist/chatbot.zip   # what examples/chatbot/template.yaml deploys
 
 ## test: install what the tests need, check formatting and vet, run all tests
 test: tools check

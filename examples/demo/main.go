@@ -1,17 +1,39 @@
-// Command demo shows memload end to end on this machine: it starts a local
-// MinIO, uploads a generated object, and runs the memload command against
-// it, so the whole path S3 → memfd can be seen without an AWS account.
+// Command demo runs the Lambda chatbot on this machine, the way it runs in
+// AWS: it starts a local MinIO, generates a model and uploads it, then
+// starts the chatbot with MODEL_URI pointing at it, so that the whole path
+// S3 → memfd → llama.cpp → streamed answers can be seen without an AWS
+// account. It prints the chat page's URL and the cold-start breakdown,
+// asks one question through the OpenAI-compatible API, and serves until
+// Ctrl-C.
 //
-//	go run ./examples/demo -memload .bin/memload
+//	go run ./examples/demo -chatbot .bin/chatbot
+//
+// No model can be downloaded here, so the model is generated: by default
+// with the shapes and quantisation of DeepSeek-R1-Distill-Qwen-1.5B Q4_K_M
+// (1.1 GB, cached in .cache/models), with random weights. It loads and
+// runs at that model's real speed, but its answers are gibberish.
 package main
 
 import (
+	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/memload/memload/internal/testutil"
 )
@@ -24,36 +46,284 @@ func main() {
 }
 
 func run() error {
-	memload := flag.String("memload", ".bin/memload", "the memload command to run")
-	size := flag.Int64("size", 256<<20, "bytes in the generated object")
+	chatbot := flag.String("chatbot", ".bin/chatbot", "the chatbot command to run (make chatbot builds it)")
+	model := flag.String("model", "1.5b", `the generated model: "1.5b" (DeepSeek-R1-Distill-Qwen-1.5B Q4_K_M shapes, 1.1 GB) or "tiny"`)
+	addr := flag.String("addr", "127.0.0.1:8080", "where the chatbot listens")
+	ask := flag.String("ask", "Why is the sky blue?", "the question asked once the model is loaded (empty: none)")
+	maxTokens := flag.Int("max-tokens", 48, "tokens to generate for the question")
+	exit := flag.Bool("exit", false, "stop after the question instead of serving until Ctrl-C")
 	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	path, err := modelFile(ctx, *model)
+	if err != nil {
+		return err
+	}
 	fmt.Println("starting MinIO on 127.0.0.1 ...")
 	m, err := testutil.StartMinIO(ctx)
 	if err != nil {
 		return err
 	}
 	defer m.Stop()
-	if err := m.CreateBucket(ctx, "models"); err != nil {
-		return err
-	}
-	fmt.Printf("uploading a %d MiB generated object ...\n", *size>>20)
-	sum, err := m.PutRandom(ctx, "models", "demo/model.bin", *size, 1)
+	key := filepath.Base(path)
+	sum, size, err := upload(ctx, m, "models", key, path)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("uploaded s3://models/demo/model.bin, sha256 %s\n\n$ memload -sha256 s3://models/demo/model.bin\n", sum)
+	uri := "s3://models/" + key
+	fmt.Printf("uploaded %s (%.2f GB), sha256 %s\n", uri, float64(size)/1e9, sum)
 
-	cmd := exec.CommandContext(ctx, *memload, "-sha256", "s3://models/demo/model.bin")
+	// The chatbot, configured as the SAM template configures the function.
+	cmd := exec.Command(*chatbot, "-addr", *addr)
 	cmd.Env = append(os.Environ(),
+		"MODEL_URI="+uri,
+		"MODEL_SHA256="+sum,
 		"AWS_ENDPOINT_URL_S3="+m.Endpoint,
 		"AWS_ACCESS_KEY_ID="+m.AccessKey,
 		"AWS_SECRET_ACCESS_KEY="+m.SecretKey,
 		"AWS_REGION="+m.Region,
 		"AWS_EC2_METADATA_DISABLED=true",
 	)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	return cmd.Run()
+	logs, err := cmd.StderrPipe()
+	if err != nil {
+		return err
+	}
+	cmd.Stdout = os.Stdout
+	fmt.Printf("\n$ MODEL_URI=%s MODEL_SHA256=%s… %s -addr %s\n", uri, sum[:12], *chatbot, *addr)
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan error, 1)
+	listening := make(chan string, 1)
+	go func() {
+		// Pass the chatbot's log through, and pick out its URL.
+		sc := bufio.NewScanner(logs)
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(os.Stderr, "  chatbot | "+line)
+			if _, after, ok := strings.Cut(line, "msg=listening url="); ok {
+				url, _, _ := strings.Cut(after, " ")
+				listening <- url
+			}
+		}
+		exited <- cmd.Wait()
+	}()
+	defer func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+	}()
+
+	var url string
+	select {
+	case url = <-listening:
+	case err := <-exited:
+		exited <- err
+		return fmt.Errorf("the chatbot exited: %v", err)
+	case <-ctx.Done():
+		return nil
+	}
+	h, err := waitReady(ctx, url, exited)
+	if err != nil {
+		return err
+	}
+	printColdStart(h)
+	fmt.Printf("\nchat page:  %s\nOpenAI API: %sv1/chat/completions\n", url, url)
+
+	if *ask != "" {
+		if err := askOnce(ctx, url, *ask, *maxTokens); err != nil {
+			return err
+		}
+	}
+	if *exit {
+		return nil
+	}
+	fmt.Printf("\nopen %s in a browser, or:\n  curl -N %sv1/chat/completions -d '{\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}'\nCtrl-C stops the chatbot and MinIO.\n", url, url)
+	select {
+	case <-ctx.Done():
+		fmt.Println("\nstopping")
+		return nil
+	case err := <-exited:
+		exited <- err
+		return fmt.Errorf("the chatbot exited: %v", err)
+	}
+}
+
+// modelFile returns the path of the generated model, generating it if needed.
+func modelFile(ctx context.Context, name string) (string, error) {
+	switch name {
+	case "1.5b":
+		root, err := testutil.RepoRoot()
+		if err == nil {
+			matches, _ := filepath.Glob(filepath.Join(root, ".cache", "models", fmt.Sprintf("*-v%d.gguf", testutil.BenchModelVersion)))
+			if len(matches) == 0 {
+				fmt.Println("generating a 1.1 GB model with DeepSeek-R1-Distill-Qwen-1.5B's shapes and random weights into .cache/models (once) ...")
+			}
+		}
+		return testutil.BenchModel(ctx)
+	case "tiny":
+		dir, err := os.MkdirTemp("", "memload-demo")
+		if err != nil {
+			return "", err
+		}
+		path := filepath.Join(dir, "tiny-qwen2.gguf")
+		return path, testutil.WriteModel(path, testutil.TinyConfig("qwen2"))
+	}
+	return "", fmt.Errorf("-model %q: want 1.5b or tiny", name)
+}
+
+// upload puts the file at path into bucket/key and returns its SHA-256.
+func upload(ctx context.Context, m *testutil.MinIO, bucket, key, path string) (string, int64, error) {
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		err := m.CreateBucket(ctx, bucket)
+		if err == nil {
+			break
+		}
+		// MinIO can answer "not initialized" just after reporting ready.
+		if !strings.Contains(err.Error(), "XMinioServerNotInitialized") || time.Now().After(deadline) {
+			return "", 0, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	size, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", 0, err
+	}
+	fmt.Printf("uploading %s (%.2f GB) to MinIO ...\n", filepath.Base(path), float64(size)/1e9)
+	_, err = m.Client().PutObject(ctx, &s3.PutObjectInput{
+		Bucket: aws.String(bucket), Key: aws.String(key), Body: f, ContentLength: aws.Int64(size),
+	})
+	return hex.EncodeToString(h.Sum(nil)), size, err
+}
+
+type health struct {
+	Status    string `json:"status"`
+	Phase     string `json:"phase"`
+	Model     string `json:"model"`
+	Loaded    int64  `json:"loaded_bytes"`
+	Total     int64  `json:"total_bytes"`
+	ColdStart struct {
+		Source     string  `json:"source"`
+		Bytes      int64   `json:"bytes"`
+		Verified   string  `json:"verified"`
+		ProcessMS  float64 `json:"process_ms"`
+		ConfigMS   float64 `json:"config_ms"`
+		DownloadMS float64 `json:"download_ms"`
+		FirstByte  float64 `json:"first_byte_ms"`
+		VerifyMS   float64 `json:"verify_ms"`
+		LlamaMS    float64 `json:"llama_load_ms"`
+		TotalMS    float64 `json:"total_ms"`
+		MiBPerSec  float64 `json:"download_mib_s"`
+		Threads    int     `json:"threads"`
+		Template   string  `json:"template"`
+		Error      string  `json:"error"`
+	} `json:"cold_start"`
+}
+
+// waitReady polls /healthz until the model is loaded.
+func waitReady(ctx context.Context, url string, exited chan error) (*health, error) {
+	for {
+		var h health
+		resp, err := http.Get(url + "healthz")
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&h)
+			resp.Body.Close()
+		}
+		switch {
+		case err != nil:
+			return nil, err
+		case h.Status == "ready":
+			return &h, nil
+		case h.Status == "failed":
+			return nil, fmt.Errorf("the chatbot could not load the model: %s", h.ColdStart.Error)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case err := <-exited:
+			exited <- err
+			return nil, fmt.Errorf("the chatbot exited: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func printColdStart(h *health) {
+	c := h.ColdStart
+	s := func(ms float64) string { return fmt.Sprintf("%6.2f s", ms/1000) }
+	fmt.Printf("\ncold start of %s (%.2f GB), %s from the process's start:\n", c.Source, float64(c.Bytes)/1e9, strings.TrimSpace(s(c.TotalMS)))
+	fmt.Printf("  start + AWS config %s\n", s(c.ProcessMS+c.ConfigMS))
+	fmt.Printf("  download           %s  (%.0f MiB/s, first byte after %.0f ms)\n", s(c.DownloadMS), c.MiBPerSec, c.FirstByte)
+	fmt.Printf("  verify             %s  (%s)\n", s(c.VerifyMS), c.Verified)
+	fmt.Printf("  llama.cpp load     %s  (%d threads, %s template)\n", s(c.LlamaMS), c.Threads, c.Template)
+}
+
+// askOnce asks a question through the OpenAI-compatible API, streamed, and
+// prints the answer as it arrives.
+func askOnce(ctx context.Context, url, question string, maxTokens int) error {
+	body, _ := json.Marshal(map[string]any{
+		"stream": true, "max_tokens": maxTokens,
+		"messages": []map[string]string{{"role": "user", "content": question}},
+	})
+	req, err := http.NewRequestWithContext(ctx, "POST", url+"v1/chat/completions", strings.NewReader(string(body)))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("chat: %s %s", resp.Status, b)
+	}
+	fmt.Printf("\n> %s\n", question)
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok || data == "[DONE]" {
+			continue
+		}
+		var chunk struct {
+			Choices []struct {
+				Delta struct {
+					Content string `json:"content"`
+				} `json:"delta"`
+			} `json:"choices"`
+			Timings *struct {
+				PromptN            int     `json:"prompt_n"`
+				PromptPerSecond    float64 `json:"prompt_per_second"`
+				PredictedN         int     `json:"predicted_n"`
+				PredictedPerSecond float64 `json:"predicted_per_second"`
+				FirstTokenMS       float64 `json:"first_token_ms"`
+			} `json:"timings"`
+		}
+		if err := json.Unmarshal([]byte(data), &chunk); err != nil {
+			return err
+		}
+		if len(chunk.Choices) > 0 {
+			fmt.Print(chunk.Choices[0].Delta.Content)
+		}
+		if t := chunk.Timings; t != nil {
+			fmt.Printf("\n\n%d prompt tokens at %.1f tokens/s, first token after %.0f ms; %d tokens generated at %.1f tokens/s\n",
+				t.PromptN, t.PromptPerSecond, t.FirstTokenMS, t.PredictedN, t.PredictedPerSecond)
+		}
+	}
+	return sc.Err()
 }
