@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/memload/memload/internal/testutil"
 	"github.com/memload/memload/memfd"
 )
 
@@ -192,7 +193,7 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestCloseReleasesDescriptor(t *testing.T) {
-	before := openFDs(t)
+	before := testutil.OpenFDs(t)
 	for range 20 {
 		f, err := memfd.New("leak", 1<<16)
 		if err != nil {
@@ -205,16 +206,5 @@ func TestCloseReleasesDescriptor(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if after := openFDs(t); after != before {
-		t.Errorf("open descriptors: %d before, %d after 20 New/Close", before, after)
-	}
-}
-
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
+	testutil.CheckFDs(t, before)
 }

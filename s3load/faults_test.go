@@ -160,7 +160,7 @@ func TestMaxAttempts(t *testing.T) {
 		}
 		return testutil.Injection{}
 	})
-	before := openFDs(t)
+	before := testutil.OpenFDs(t)
 	hc := awsHTTPClient()
 	f, _, err := faultLoader(proxy, hc, func(o *s3load.Options) { o.MaxAttempts = 3 }).Load(context.Background(), uri)
 	if err == nil {
@@ -176,9 +176,7 @@ func TestMaxAttempts(t *testing.T) {
 			t.Errorf("error %q does not mention %q", err, s)
 		}
 	}
-	if after := openFDsAfter(t, hc); after > before {
-		t.Errorf("%d descriptors left open", after-before)
-	}
+	testutil.CheckFDs(t, before, hc.CloseIdleConnections)
 }
 
 // overwriteAt overwrites bucket/key with data just before the n-th ranged
@@ -269,7 +267,8 @@ func TestSHA256(t *testing.T) {
 	}
 
 	wrong := strings.Repeat("0", 64)
-	before := openFDsAfter(t, sharedHTTP)
+	sharedHTTP.CloseIdleConnections()
+	before := testutil.OpenFDs(t)
 	f, _, err = l.Load(context.Background(), uri, func(o *s3load.Options) { o.SHA256 = wrong })
 	if err == nil {
 		f.Close()
@@ -278,9 +277,7 @@ func TestSHA256(t *testing.T) {
 	if !errors.Is(err, s3load.ErrChecksum) || !strings.Contains(err.Error(), sum) || !strings.Contains(err.Error(), wrong) {
 		t.Errorf("err = %v, want ErrChecksum naming both sums", err)
 	}
-	if after := openFDsAfter(t, sharedHTTP); after > before {
-		t.Errorf("%d descriptors left open after a checksum failure", after-before)
-	}
+	testutil.CheckFDs(t, before, sharedHTTP.CloseIdleConnections)
 
 	for _, bad := range []string{"abc", strings.Repeat("g", 64)} {
 		if _, _, err := l.Load(context.Background(), uri, func(o *s3load.Options) { o.SHA256 = bad }); err == nil || !strings.Contains(err.Error(), "64 hex digits") {
@@ -366,7 +363,7 @@ func TestSoak(t *testing.T) {
 	}
 
 	server.CloseIdleConnections()
-	fdsBefore := openFDs(t)
+	fdsBefore := testutil.OpenFDs(t)
 	hc := awsHTTPClient()
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 
@@ -444,9 +441,7 @@ func TestSoak(t *testing.T) {
 	if ok.Load() < int64(done)*9/10 {
 		t.Errorf("only %d of %d loads succeeded: retries are not doing their job", ok.Load(), done)
 	}
-	if after := openFDs(t); after > fdsBefore {
-		t.Errorf("%d descriptors more after the soak", after-fdsBefore)
-	}
+	testutil.CheckFDs(t, fdsBefore, hc.CloseIdleConnections, server.CloseIdleConnections)
 }
 
 func kindOf(err error) string {

@@ -19,6 +19,7 @@ import (
 	"github.com/aws/smithy-go/logging"
 	"go.uber.org/goleak"
 
+	"github.com/memload/memload/internal/testutil"
 	"github.com/memload/memload/memfd"
 	"github.com/memload/memload/s3load"
 )
@@ -199,7 +200,8 @@ func TestLoadErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := openFDsAfter(t, sharedHTTP)
+			sharedHTTP.CloseIdleConnections()
+			before := testutil.OpenFDs(t)
 			f, _, err := s3load.New(tt.client).Load(context.Background(), tt.uri)
 			if err == nil {
 				f.Close()
@@ -219,9 +221,7 @@ func TestLoadErrors(t *testing.T) {
 					t.Errorf("err %v is not an *s3load.Error for %s", err, tt.uri)
 				}
 			}
-			if after := openFDsAfter(t, sharedHTTP); after > before {
-				t.Errorf("%d descriptors left open", after-before)
-			}
+			testutil.CheckFDs(t, before, sharedHTTP.CloseIdleConnections)
 		})
 	}
 }
@@ -243,7 +243,8 @@ func (c hugeClient) GetObject(ctx context.Context, in *s3.GetObjectInput, optFns
 
 func TestLoadRefusesWhatDoesNotFit(t *testing.T) {
 	uri, _ := putObject(t, 1024)
-	before := openFDsAfter(t, sharedHTTP)
+	sharedHTTP.CloseIdleConnections()
+	before := testutil.OpenFDs(t)
 	f, _, err := s3load.New(hugeClient{client()}).Load(context.Background(), uri)
 	if err == nil {
 		f.Close()
@@ -257,9 +258,7 @@ func TestLoadRefusesWhatDoesNotFit(t *testing.T) {
 			t.Errorf("error %q does not mention %q", err, s)
 		}
 	}
-	if after := openFDsAfter(t, sharedHTTP); after > before {
-		t.Errorf("%d descriptors left open", after-before)
-	}
+	testutil.CheckFDs(t, before, sharedHTTP.CloseIdleConnections)
 }
 
 func TestLoadCancel(t *testing.T) {
@@ -269,7 +268,8 @@ func TestLoadCancel(t *testing.T) {
 	httpClient := awsHTTPClient()
 	c := client(func(o *s3.Options) { o.HTTPClient = httpClient })
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	before := openFDsAfter(t, httpClient)
+	httpClient.CloseIdleConnections()
+	before := testutil.OpenFDs(t)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -290,29 +290,7 @@ func TestLoadCancel(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("err = %v, want context.Canceled", err)
 	}
-	if after := openFDsAfter(t, httpClient); after > before {
-		t.Errorf("%d descriptors left open after cancel", after-before)
-	}
-}
-
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
-func awsHTTPClient() *http.Client {
-	return &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
-}
-
-// openFDsAfter counts this process's descriptors once c has closed its
-// idle connections, which would otherwise count as leaks.
-func openFDsAfter(t *testing.T, c *http.Client) int {
-	c.CloseIdleConnections()
-	return openFDs(t)
+	testutil.CheckFDs(t, before, httpClient.CloseIdleConnections)
 }
 
 // The SDK logs a line per GET that it cannot validate a checksum; ranged
@@ -353,4 +331,10 @@ func TestNoChecksumLogNoise(t *testing.T) {
 	if len(lines) != 0 {
 		t.Errorf("the SDK logged during a load: %q", lines)
 	}
+}
+
+// awsHTTPClient returns an HTTP client of a test's own, whose idle
+// connections it can close before counting descriptors.
+func awsHTTPClient() *http.Client {
+	return &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 }

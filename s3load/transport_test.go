@@ -34,17 +34,22 @@ func TestLoadReusesConnections(t *testing.T) {
 	loader := s3load.New(server.Client(func(o *s3.Options) { o.HTTPClient = httpClient }), func(o *s3load.Options) {
 		o.PartSize, o.Concurrency = partSize, concurrency
 	})
-	for range 3 {
+	const loads = 6
+	for range loads {
 		f, _, err := loader.Load(context.Background(), uri)
 		if err != nil {
 			t.Fatal(err)
 		}
 		f.Close()
 	}
-	// Each load has at most concurrency parts and a HeadObject in flight.
-	if n := dials.Load(); n > concurrency+1 {
-		t.Errorf("3 loads of %d parts, %d at once, dialled %d connections, want at most %d: idle connections are not kept",
-			4*concurrency, concurrency, n, concurrency+1)
+	// Each load has at most concurrency parts and a HeadObject in flight,
+	// so the first load's connections could serve all. A few more dials
+	// happen when a part starts before a finished one's connection is back
+	// in the pool (often, under -race); without tuning, every load after
+	// the first dials the 7 connections the SDK's pool of 10 dropped.
+	if n, limit := dials.Load(), int64(2*(concurrency+1)); n > limit {
+		t.Errorf("%d loads of %d parts, %d at once, dialled %d connections, want at most %d: idle connections are not kept",
+			loads, 4*concurrency, concurrency, n, limit)
 	}
 }
 
