@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -43,7 +44,7 @@ var lambdaTask = sync.OnceValues(func() (string, error) {
 	// exports them), so that the build reuses the cached llama.cpp.
 	for _, args := range [][]string{
 		append(append([]string{"build"}, lambdaBuildFlags...), "-o", bin, "."),
-		{"run", "./lambdazip", "-glibc", "2.34", "-arch", "amd64", "-o", zipPath, bin},
+		{"run", "./lambdazip", "-glibc", "2.34", "-arch", runtime.GOARCH, "-o", zipPath, bin},
 	} {
 		cmd := exec.Command("go", args...)
 		if out, err := cmd.CombinedOutput(); err != nil {
