@@ -171,11 +171,15 @@ func (m *MinIO) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	for {
+		// /minio/health/ready can say 200 while S3 calls still get 503
+		// XMinioServerNotInitialized, so wait for an S3 call to succeed too.
 		req, _ := http.NewRequestWithContext(ctx, "GET", m.Endpoint+"/minio/health/ready", nil)
 		if resp, err := m.HTTPClient().Do(req); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return nil
+				if _, err := m.admin().ListBuckets(ctx, &s3.ListBucketsInput{}); err == nil {
+					return nil
+				}
 			}
 		}
 		select {
