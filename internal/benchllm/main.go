@@ -5,9 +5,10 @@
 // leave it, and loaded with LoadFile and CloseFile.
 //
 // Each configuration runs in a fresh child process, so that memory figures
-// are not inherited from an earlier load. Run it on an idle machine:
+// are not inherited from an earlier load. Run it on an idle machine, with
+// make bench-llm or:
 //
-//	CGO_CFLAGS='-O3 -march=x86-64-v3' CGO_CXXFLAGS='-O3 -march=x86-64-v3' go run ./internal/benchllm
+//	CGO_CFLAGS='-O3 -march=x86-64-v3' CGO_CXXFLAGS='-O3 -march=x86-64-v3' go run ./internal/benchllm -rounds 5
 package main
 
 import (
@@ -37,7 +38,7 @@ func main() {
 	threads := flag.String("threads", "1,2", "comma-separated thread counts")
 	promptWords := flag.Int("prompt", 50, "words in the prompt (about 2 tokens each with the generated vocabulary)")
 	gen := flag.Int("gen", 32, "tokens to generate")
-	rounds := flag.Int("rounds", 3, "runs of each configuration; the table shows the best")
+	rounds := flag.Int("rounds", 5, "runs of each configuration; the table shows the best")
 	modelPath := flag.String("model", "", "GGUF model (default: the generated 1.5B-shaped model in .cache/models)")
 	child := flag.String("child", "", "internal: run one configuration, given as mmap,threads")
 	flag.Parse()
