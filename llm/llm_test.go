@@ -91,9 +91,13 @@ func TestBuiltWithSIMD(t *testing.T) {
 // TestMemfdMatchesFile is the point of the package: a model loaded from
 // memory answers exactly as the same model loaded from disk.
 func TestMemfdMatchesFile(t *testing.T) {
-	for _, arch := range []string{"qwen2", "llama"} {
-		t.Run(arch, func(t *testing.T) {
-			path := testutil.TinyModel(t, arch)
+	q4km := testutil.TinyConfig("qwen2")
+	q4km.Quant, q4km.Embedding, q4km.FeedForward = testutil.Q4KM, 256, 512
+	for name, cfg := range map[string]testutil.ModelConfig{
+		"qwen2": testutil.TinyConfig("qwen2"), "llama": testutil.TinyConfig("llama"), "qwen2 Q4_K_M": q4km,
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := testutil.TinyModelWith(t, cfg)
 			want := chat(t, loadModel(t, path), hello, greedy(24))
 			if len(want.tokens) < 2 {
 				t.Fatalf("only %d tokens generated: the comparison means little", len(want.tokens))
