@@ -18,7 +18,7 @@ export MEMLOAD_MINIO := $(BIN)/minio
 RIE_MODULE := github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test check minio tools rie chromium chatbot zip
+.PHONY: demo test check minio tools rie chromium chatbot zip bench bench-llm fuzz
 
 ## demo: run the Lambda chatbot locally: MinIO, a generated model, the chat page
 demo: minio chatbot
@@ -56,6 +56,19 @@ zip:
 ## test: install what the tests need, check formatting and vet, run all tests
 test: tools check
 	go test -race -count=1 -timeout 45m ./...
+
+## bench: CPU, wall time and RSS of a 1 GiB S3 download: memload against the AWS SDK's downloaders, over HTTP and TLS
+bench: minio
+	go run ./internal/bench -rounds 5 -coldstart 3 -variants memload,memload:seed,manager,manager:16:16,transfermanager,memload:16:16,floor,floor:noreserve,floor:map
+
+## bench-llm: llama.cpp load time, memory and speed on a 1.5B-shaped Q4_K_M model (generated once into .cache/models)
+bench-llm:
+	go run ./internal/benchllm -rounds 5
+
+## fuzz: a minute each for the URI and GGUF header parsers
+fuzz:
+	go test -run=XXX -fuzz=FuzzParseURI -fuzztime=60s ./s3load
+	go test -run=XXX -fuzz=FuzzParse -fuzztime=60s ./llm/internal/gguf
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
