@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -264,6 +266,16 @@ func TestSHA256(t *testing.T) {
 	f.Close()
 	if stats.Verified != "SHA-256" {
 		t.Errorf("Verified = %q, want SHA-256", stats.Verified)
+	}
+
+	// A destination without a mapping is read back part by part.
+	out, err := os.Create(filepath.Join(t.TempDir(), "model"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	if stats, err := l.LoadTo(context.Background(), uri, out, func(o *s3load.Options) { o.SHA256 = sum }); err != nil || stats.Verified != "SHA-256" {
+		t.Errorf("LoadTo a file with SHA256: %v, Verified %q", err, stats.Verified)
 	}
 
 	wrong := strings.Repeat("0", 64)

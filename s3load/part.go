@@ -38,11 +38,12 @@ var errStalled = errors.New("no bytes received for too long")
 // request or body is retried, with backoff, from the first byte not yet
 // written, up to MaxAttempts tries.
 func (d *download) fetch(ctx context.Context, p *part) error {
-	next, end := p.start, p.end
+	start, next, end := p.start, p.start, p.end
 	for attempt := 1; ; attempt++ {
 		n, err := d.try(ctx, p, next, end, attempt)
 		next += n
 		if err == nil {
+			d.partDone(start)
 			return nil
 		}
 		if ctx.Err() != nil {

@@ -262,6 +262,7 @@ func (d *download) run(ctx context.Context, open func(Object, int64) (io.WriterA
 		return stats, fmt.Errorf("s3load: %s: %w", d.obj, err)
 	}
 
+	d.startSHA256(ctx, &wg)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(o.Concurrency)
 	g.Go(func() error { return d.fetch(gctx, first) })
@@ -325,9 +326,11 @@ type download struct {
 	etag      string
 	versionID string
 	w         io.WriterAt
-	crc       *crcSpec  // the full-object checksum to verify, or nil
-	crcWant   uint64    // its value, from HeadObject
-	sums      []partSum // per part, when crc is set
+	crc       *crcSpec        // the full-object checksum to verify, or nil
+	crcWant   uint64          // its value, from HeadObject
+	sums      []partSum       // per part, when crc is set
+	partsDone []chan struct{} // closed as each part is in place, when hashing
+	sha256    chan shaResult  // the SHA-256 of the parts, when hashing
 
 	done       atomic.Int64
 	retries    atomic.Int64

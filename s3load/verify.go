@@ -7,13 +7,14 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash/crc32"
-	"hash/crc64"
 	"io"
 	"strings"
+	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/minio/crc64nvme"
 )
 
 // headResult is HeadObject's answer about the object's checksum.
@@ -94,9 +95,13 @@ func (d *download) verify(ctx context.Context) (string, error) {
 		checked = append(checked, d.crc.name)
 	}
 	if d.opts.SHA256 != "" {
-		sum, err := sha256Of(ctx, d.w, d.size)
-		if err != nil {
-			return "", err
+		sum := hex.EncodeToString(sha256.New().Sum(nil)) // an empty object's
+		if d.sha256 != nil {
+			r := <-d.sha256
+			if r.err != nil {
+				return "", r.err
+			}
+			sum = r.sum
 		}
 		if !strings.EqualFold(sum, d.opts.SHA256) {
 			return "", fail("SHA-256 of the bytes loaded is %s, expected %s", sum, d.opts.SHA256)
@@ -106,33 +111,90 @@ func (d *download) verify(ctx context.Context) (string, error) {
 	return strings.Join(checked, "+"), nil
 }
 
-// sha256Of hashes the first size bytes of w, through a mapping when w
-// offers one (a memfd.File does), else by reading it back.
-func sha256Of(ctx context.Context, w io.WriterAt, size int64) (string, error) {
+// startSHA256 starts hashing the destination part by part, each as soon
+// as it and those before it are in place, so that the SHA-256 is ready
+// shortly after the last byte rather than a whole pass later. Parts report
+// with partDone.
+func (d *download) startSHA256(ctx context.Context, wg *sync.WaitGroup) {
+	if d.opts.SHA256 == "" {
+		return
+	}
+	n := (d.size + d.opts.PartSize - 1) / d.opts.PartSize
+	d.partsDone = make([]chan struct{}, n)
+	for i := range d.partsDone {
+		d.partsDone[i] = make(chan struct{})
+	}
+	d.sha256 = make(chan shaResult, 1)
+	wg.Go(func() {
+		sum, err := d.hashParts(ctx)
+		d.sha256 <- shaResult{sum, err}
+	})
+}
+
+type shaResult struct {
+	sum string
+	err error
+}
+
+// partDone reports that the part starting at off is in place.
+func (d *download) partDone(off int64) {
+	if d.partsDone != nil {
+		close(d.partsDone[off/d.opts.PartSize])
+	}
+}
+
+// hashParts hashes the parts in order as they complete, through a mapping
+// when the destination offers one (a memfd.File does), else by reading
+// them back.
+func (d *download) hashParts(ctx context.Context) (string, error) {
+	read, err := readerOf(d.w)
+	if err != nil {
+		return "", err
+	}
 	h := sha256.New()
-	const chunk = 16 << 20
-	if m, ok := w.(interface{ Map() ([]byte, error) }); ok && size > 0 {
+	for i, done := range d.partsDone {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+		start := int64(i) * d.opts.PartSize
+		end := min(start+d.opts.PartSize, d.size)
+		for off := start; off < end; off += hashChunk {
+			b, err := read(off, min(hashChunk, end-off))
+			if err != nil {
+				return "", fmt.Errorf("s3load: read back for SHA-256: %w", err)
+			}
+			h.Write(b)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+const hashChunk = 1 << 20
+
+// readerOf returns a function that reads n bytes at off of w: a slice of
+// its mapping if it has one, else through io.ReaderAt into a buffer.
+func readerOf(w io.WriterAt) (func(off, n int64) ([]byte, error), error) {
+	if m, ok := w.(interface{ Map() ([]byte, error) }); ok {
 		b, err := m.Map()
 		if err != nil {
-			return "", err
+			return nil, err
 		}
-		for off := int64(0); off < size; off += chunk {
-			if err := ctx.Err(); err != nil {
-				return "", err
-			}
-			h.Write(b[off:min(off+chunk, size)])
-		}
-		return hex.EncodeToString(h.Sum(nil)), nil
+		return func(off, n int64) ([]byte, error) { return b[off : off+n], nil }, nil
 	}
 	r, ok := w.(io.ReaderAt)
 	if !ok {
-		return "", fmt.Errorf("s3load: cannot read back %T to hash it", w)
+		return nil, fmt.Errorf("s3load: cannot read back %T to hash it", w)
 	}
-	buf := make([]byte, 1<<20)
-	if _, err := io.CopyBuffer(h, io.NewSectionReader(r, 0, size), buf); err != nil {
-		return "", fmt.Errorf("s3load: read back for SHA-256: %w", err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	buf := make([]byte, hashChunk)
+	return func(off, n int64) ([]byte, error) {
+		k, err := r.ReadAt(buf[:n], off)
+		if int64(k) == n {
+			err = nil
+		}
+		return buf[:k], err
+	}, nil
 }
 
 func checkSHA256(s string) error {
@@ -162,12 +224,11 @@ type crcSpec struct {
 
 var (
 	crc32cTable = crc32.MakeTable(crc32.Castagnoli)
-	crc64Table  = crc64.MakeTable(0x9a6c9329ac4bc9b5) // NVMe, reflected
 
 	crc32C = &crcSpec{name: "CRC32C", width: 32, poly: crc32.Castagnoli,
 		update: func(c uint64, b []byte) uint64 { return uint64(crc32.Update(uint32(c), crc32cTable, b)) }}
 	crc64NVME = &crcSpec{name: "CRC64NVME", width: 64, poly: 0x9a6c9329ac4bc9b5,
-		update: func(c uint64, b []byte) uint64 { return crc64.Update(c, crc64Table, b) }}
+		update: crc64nvme.Update} // PCLMULQDQ or PMULL: 6x faster than hash/crc64's tables
 )
 
 // combine returns the CRC of A+B from crc1 = CRC(A), crc2 = CRC(B) and

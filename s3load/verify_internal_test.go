@@ -76,3 +76,15 @@ func TestParseContentRange(t *testing.T) {
 		t.Errorf("parseContentRange(bytes 5-9/10) = %d %d %d %v", a, b, n, err)
 	}
 }
+
+func BenchmarkChecksum(b *testing.B) {
+	buf := make([]byte, 1<<20)
+	for _, spec := range []*crcSpec{crc64NVME, crc32C} {
+		b.Run(spec.name, func(b *testing.B) {
+			b.SetBytes(int64(len(buf)))
+			for b.Loop() {
+				spec.update(0, buf)
+			}
+		})
+	}
+}
