@@ -34,8 +34,9 @@ type target struct {
 	AccessKey, SecretKey string
 	Bucket, Key          string
 	Size                 int64
-	Verify               bool  // print the SHA-256 of what was loaded
-	StartUnixNano        int64 // when the parent started this process
+	Verify               bool   // print the SHA-256 of what was loaded
+	SHA256               string // coldstart: expect this SHA-256 (Options.SHA256)
+	StartUnixNano        int64  // when the parent started this process
 }
 
 // result is what a child prints, as one JSON line.
@@ -82,6 +83,7 @@ func runChild(variant string, t target) error {
 		var firstWrite time.Time
 		opts := func(o *s3load.Options) {
 			if name == "coldstart" {
+				o.SHA256 = t.SHA256
 				o.Progress = func(done, total int64) {
 					if firstWrite.IsZero() {
 						firstWrite = time.Now()
