@@ -35,52 +35,53 @@ var errStalled = errors.New("no bytes received for too long")
 
 // fetch puts bytes p.start..p.end in place. A part that comes with a body
 // (the first one) is read from it; otherwise it is requested. A failed
-// request or body is retried, with backoff, from the first byte not yet
-// written, up to MaxAttempts tries.
+// request or body is retried from the first byte not yet written.
 func (d *download) fetch(ctx context.Context, p *part) error {
 	start, next, end := p.start, p.start, p.end
-	for attempt := 1; ; attempt++ {
+	err := d.retry(ctx, func(attempt int) error {
 		n, err := d.try(ctx, p, next, end, attempt)
-		next += n
-		if err == nil {
-			d.partDone(start)
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if !retryable(err) || attempt >= d.opts.MaxAttempts {
-			return err
-		}
-		d.retries.Add(1)
-		d.log.Debug("s3load: retrying part", "start", next, "end", end, "attempt", attempt+1, "err", err)
-		if err := sleep(ctx, backoff(d.opts.RetryBackoff, attempt)); err != nil {
-			return err
-		}
-		p = nil
+		p, next = nil, next+n
+		return err
+	})
+	if err == nil {
+		d.partDone(start)
 	}
+	return err
 }
 
 // getFirst requests the first part, retrying as fetch does. Its body is
 // left to read once the destination is open.
 func (d *download) getFirst(ctx context.Context) (*part, error) {
-	for attempt := 1; ; attempt++ {
+	var first *part
+	end := d.opts.PartSize - 1
+	err := d.retry(ctx, func(attempt int) error {
 		rctx, cancel := context.WithCancelCause(ctx)
 		w := d.watch(cancel)
-		p, err := d.get(rctx, 0, d.opts.PartSize-1, attempt)
+		p, err := d.get(rctx, 0, end, attempt)
 		w.stop()
-		if err == nil {
-			p.cancel = cancel
-			return p, nil
+		if err != nil {
+			cancel(nil)
+			return d.explain(w, err, 0, end, attempt)
 		}
-		cancel(nil)
-		err = d.explain(w, err, 0, d.opts.PartSize-1, attempt)
-		if ctx.Err() != nil || isInvalidRange(err) || !retryable(err) || attempt >= d.opts.MaxAttempts {
-			return nil, err
+		p.cancel, first = cancel, p
+		return nil
+	})
+	return first, err
+}
+
+// retry calls try until it succeeds, fails in a way another try cannot
+// mend, or has been called MaxAttempts times, with a backoff between
+// calls.
+func (d *download) retry(ctx context.Context, try func(attempt int) error) error {
+	for attempt := 1; ; attempt++ {
+		err := try(attempt)
+		if err == nil || ctx.Err() != nil || !retryable(err) || attempt >= d.opts.MaxAttempts {
+			return err
 		}
 		d.retries.Add(1)
+		d.log.Debug("s3load: retrying", "attempt", attempt+1, "err", err)
 		if err := sleep(ctx, backoff(d.opts.RetryBackoff, attempt)); err != nil {
-			return nil, err
+			return err
 		}
 	}
 }
