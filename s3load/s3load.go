@@ -49,7 +49,8 @@ type Options struct {
 	// Concurrency is how many parts are downloaded at once (default
 	// DefaultConcurrency).
 	Concurrency int
-	// Logger receives a debug line per part and an info line per load.
+	// Logger receives a debug line per retry, a warning when the load
+	// starts over or cannot verify a checksum, and an info line per load.
 	// Default: discard.
 	Logger *slog.Logger
 	// Progress, if set, is called after each write with the bytes loaded
@@ -66,9 +67,10 @@ type Options struct {
 	// StallTimeout cuts and retries a request that delivers no bytes for
 	// this long (default DefaultStallTimeout).
 	StallTimeout time.Duration
-	// SHA256 is the object's expected SHA-256 in hex. When set, the bytes
-	// are hashed after the download and a mismatch fails the load with
-	// ErrChecksum. LoadTo then needs a destination that is an io.ReaderAt.
+	// SHA256 is the object's expected SHA-256 in hex. When set, each part
+	// is hashed as soon as it and those before it are in place, and a
+	// mismatch fails the load with ErrChecksum. LoadTo then needs a
+	// destination that is an io.ReaderAt.
 	SHA256 string
 	// NoChecksum skips verifying the object's S3 full-object checksum
 	// (CRC64NVME or CRC32C), which is otherwise asked for with HeadObject
@@ -81,8 +83,10 @@ type Options struct {
 	// MemfdOptions are passed to memfd.New by Load.
 	MemfdOptions []func(*memfd.Options)
 	// ClientOptions are applied to every S3 request, after the loader's
-	// own (which switch off response checksum validation for ranged GETs,
-	// and the SDK's log line about skipping it).
+	// own: those switch off the SDK's response checksum validation (ranged
+	// GETs carry no checksum to validate) and its log line about that, and
+	// replace the SDK's default HTTP client with a copy tuned for many
+	// connections to one host (see BENCHMARKS.md).
 	ClientOptions []func(*s3.Options)
 }
 
@@ -198,7 +202,7 @@ func (l *Loader) optionsFor(optFns []func(*Options)) Options {
 	return o
 }
 
-// load runs loadOnce, and once more if the object changed and
+// load runs a download, and once more if the object changed and
 // RestartOnChange allows it.
 func (l *Loader) load(ctx context.Context, uri string, o Options, open func(Object, int64) (io.WriterAt, error)) (Stats, error) {
 	start := time.Now()
