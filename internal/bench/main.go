@@ -17,7 +17,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -26,13 +25,12 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/memload/memload/internal/machine"
 	"github.com/memload/memload/internal/testutil"
 )
 
@@ -81,13 +79,10 @@ type sample struct {
 }
 
 func run(size int64, rounds int, variants, protos []string, coldstart int) error {
-	host, _ := os.Hostname()
-	cpu := cpuModel()
 	fmt.Printf("# memload S3 download benchmark, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
-	fmt.Printf("Machine: %s, %d CPUs (%s), %s, kernel %s, %s. Object: %d MiB. Rounds: %d.\n",
-		host, runtime.NumCPU(), cpu, memTotal(), kernel(), runtime.Version(), size>>20, rounds)
+	fmt.Printf("Machine: %s. Object: %d MiB. Rounds: %d.\n", machine.Describe(), size>>20, rounds)
 	fmt.Printf("Command: go run ./internal/bench %s\n", strings.Join(os.Args[1:], " "))
-	fmt.Printf("Load average before: %s\n", strings.TrimSpace(loadAvg()))
+	fmt.Printf("Load average before: %s\n", machine.LoadAvg())
 	for _, proto := range protos {
 		if err := runProto(proto, size, rounds, variants, coldstart); err != nil {
 			return err
@@ -331,48 +326,4 @@ func median(ss []sample, f func(sample) float64) float64 {
 		return v[len(v)/2]
 	}
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
-}
-
-func cpuModel() string {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	for line := range strings.Lines(string(b)) {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
-}
-
-func memTotal() string {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return "? GiB"
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return fmt.Sprintf("%.0f GiB", float64(kb)/(1<<20))
-		}
-	}
-	return "? GiB"
-}
-
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	return string(b)
-}
-
-func kernel() string { return strings.TrimSpace(run1("uname", "-r")) }
-
-func run1(name string, args ...string) string {
-	out, err := exec.Command(name, args...).Output()
-	if err != nil {
-		return "?"
-	}
-	return string(out)
 }

@@ -22,13 +22,13 @@ import (
 	"log"
 	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/memload/memload/internal/machine"
 	"github.com/memload/memload/internal/testutil"
 	"github.com/memload/memload/llm"
 	"github.com/memload/memload/memfd"
@@ -303,7 +303,7 @@ func best(rs []result) result {
 
 func printReport(w io.Writer, path string, size int64, rs []result) {
 	fmt.Fprintf(w, "date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(w, "machine: %s, %d CPUs, %s RAM, %s/%s, %s\n", cpuModel(), runtime.NumCPU(), gib(memTotal()), runtime.GOOS, runtime.GOARCH, runtime.Version())
+	fmt.Fprintf(w, "machine: %s\n", machine.Describe())
 	fmt.Fprintf(w, "llama.cpp: %s\n", llm.SystemInfo())
 	fmt.Fprintf(w, "model: %s (%s)\n", path, gib(size))
 	fmt.Fprintf(w, "%d runs per row, each in a fresh process (speeds: best / median; load: best); the model is read into a memfd, then llm.LoadFile with CloseFile\n", rs[0].Rounds)
@@ -332,24 +332,3 @@ func onOff(b bool) string {
 }
 
 func gib(n int64) string { return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30)) }
-
-func cpuModel() string {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	for line := range strings.Lines(string(b)) {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
-}
-
-func memTotal() int64 {
-	b, _ := os.ReadFile("/proc/meminfo")
-	for line := range strings.Lines(string(b)) {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}

@@ -1,0 +1,56 @@
+// Package machine describes the computer a benchmark runs on, for the
+// header of its report.
+package machine
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+)
+
+// Describe returns a line such as "2 CPUs (AMD EPYC 7B13), 23.5 GiB RAM,
+// Linux 6.18.44, linux/amd64, go1.26.8".
+func Describe() string {
+	return fmt.Sprintf("%d CPUs (%s), %.1f GiB RAM, Linux %s, %s/%s, %s",
+		runtime.NumCPU(), cpuModel(), float64(memTotal())/(1<<30), kernel(), runtime.GOOS, runtime.GOARCH, runtime.Version())
+}
+
+// LoadAvg returns the 1, 5 and 15 minute load averages, or "?".
+func LoadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "?"
+}
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for line := range strings.Lines(string(b)) {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+func memTotal() int64 {
+	b, _ := os.ReadFile("/proc/meminfo")
+	for line := range strings.Lines(string(b)) {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func kernel() string {
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(b))
+}
