@@ -14,7 +14,8 @@ import (
 
 // tunedClients holds the tuned copy of each SDK HTTP client a load has
 // used, per concurrency, so that loads through one s3.Client share their
-// connections.
+// connections. Entries are kept for the life of the process: make one
+// s3.Client and reuse it, as the SDK advises anyway.
 var tunedClients sync.Map // tunedKey → *awshttp.BuildableClient
 
 type tunedKey struct {
