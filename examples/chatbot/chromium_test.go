@@ -73,13 +73,21 @@ func TestChatPage(t *testing.T) {
 	if state != "done" || strings.TrimSpace(answer) == "" || n < 2 {
 		t.Errorf("page state %q, %s chunks, answer %q", state, chunks, answer)
 	}
-	if !strings.Contains(status, "tiny-qwen2.gguf: ready") || !strings.Contains(stats, "24 tokens") || !strings.Contains(stats, "tokens/s") {
-		t.Errorf("status %q, stats %q", status, stats)
-	}
-	// The page sent the conversation to the API as one streamed request.
+	// The page sent the conversation to the API as one streamed request,
+	// and shows the token count the server logged for it (sampling is
+	// random, so the count is whatever the model generated: it may end
+	// its turn before max_tokens).
 	recs := ts.logs.find("chat")
-	if len(recs) != 1 || recs[0]["stream"] != true || recs[0]["generated_tokens"].(float64) != 24 {
-		t.Errorf("chat log lines %v", recs)
+	if len(recs) != 1 || recs[0]["stream"] != true {
+		t.Fatalf("chat log lines %v", recs)
+	}
+	generated, _ := recs[0]["generated_tokens"].(float64)
+	if generated < 1 {
+		t.Errorf("the server generated %v tokens", recs[0]["generated_tokens"])
+	}
+	want := fmt.Sprintf("%d tokens ·", int(generated))
+	if !strings.Contains(status, "tiny-qwen2.gguf: ready") || !strings.HasPrefix(stats, want) || !strings.Contains(stats, "tokens/s") {
+		t.Errorf("status %q, stats %q: want stats starting %q", status, stats, want)
 	}
 	if testing.Verbose() {
 		t.Logf("status %q\nanswer (%s chunks) %q\nstats %q", status, chunks, answer, stats)
