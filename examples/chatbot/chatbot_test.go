@@ -479,7 +479,9 @@ func TestClientDisconnect(t *testing.T) {
 			}
 		}
 	}
-	resp := post(t, ctx, ts.url, `{"stream":true,"messages":[{"role":"user","content":"Hi"}],"max_tokens":1000}`)
+	// Greedy, so the answer does not end its turn before the second piece
+	// by chance.
+	resp := post(t, ctx, ts.url, `{"stream":true,"messages":[{"role":"user","content":"Hi"}],"temperature":0,"max_tokens":1000}`)
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 

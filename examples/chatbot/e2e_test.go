@@ -333,7 +333,9 @@ func TestLocalProcess(t *testing.T) {
 		return resp.StatusCode == http.StatusOK
 	})
 
-	resp := post(t, context.Background(), base, `{"stream":true,"messages":[{"role":"user","content":"Hello"}],"max_tokens":16}`)
+	// Greedy, so the answer runs to max_tokens rather than ending its turn
+	// early by chance.
+	resp := post(t, context.Background(), base, `{"stream":true,"messages":[{"role":"user","content":"Hello"}],"temperature":0,"max_tokens":16}`)
 	if resp.StatusCode != http.StatusOK || len(resp.TransferEncoding) != 1 || resp.TransferEncoding[0] != "chunked" {
 		t.Fatalf("%s, transfer encoding %v: want a chunked stream", resp.Status, resp.TransferEncoding)
 	}
