@@ -50,6 +50,8 @@ type File struct {
 	name string
 	size int64
 
+	writing sync.Mutex // held by WriteAt: see there
+
 	mu     sync.Mutex
 	mapped []byte
 	sealed bool
@@ -75,12 +77,20 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) { return f.f.ReadAt(p, o
 
 // WriteAt implements [io.WriterAt] with pwrite(2). Writes past Size fail:
 // the file does not grow.
+//
+// Concurrent calls take turns. The kernel runs one write to a memfd at a
+// time anyway (under the inode lock), and a writer waiting for that lock
+// spins on a CPU; waiting here parks the goroutine instead. Eight
+// goroutines writing 1 MiB at a time use about a quarter less CPU this
+// way, at the same speed (BenchmarkWriteAt).
 func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 || off+int64(len(p)) > f.size {
 		return 0, &os.PathError{Op: "write", Path: f.describe(),
 			Err: fmt.Errorf("range [%d, %d) is outside the file's %d bytes", off, off+int64(len(p)), f.size)}
 	}
+	f.writing.Lock()
 	n, err := f.f.WriteAt(p, off)
+	f.writing.Unlock()
 	if err != nil && f.isSealed() {
 		err = &os.PathError{Op: "write", Path: f.describe(), Err: ErrSealed}
 	}
