@@ -167,7 +167,9 @@ func (l *Loader) Load(ctx context.Context, uri string, optFns ...func(*Options))
 
 // LoadTo downloads the object at uri (s3://bucket/key) into w, at the same
 // offsets as in the object; WriteAt is called from several goroutines at
-// once. On error, w may hold part of the object.
+// once. On error, w may hold part of the object. For a memfd, pass a
+// [memfd.File] rather than an *os.File: concurrent pwrite calls on one
+// memfd contend in the kernel, and memfd.File makes them take turns.
 func (l *Loader) LoadTo(ctx context.Context, uri string, w io.WriterAt, optFns ...func(*Options)) (Stats, error) {
 	o := l.optionsFor(optFns)
 	if _, ok := w.(io.ReaderAt); o.SHA256 != "" && !ok {

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"runtime"
@@ -63,8 +64,14 @@ func runChild(variant string, t target) error {
 		return err
 	}
 	mark("client")
-	var f *memfd.File
-	switch name, params, _ := strings.Cut(variant, ":"); name {
+	var f *memfd.File     // memload's result, or a floor
+	var plain destination // a peer's result
+	name, params, _ := strings.Cut(variant, ":")
+	name, ourMemfd := strings.CutSuffix(name, "+memfd")
+	if ourMemfd && name != "manager" && name != "transfermanager" {
+		return fmt.Errorf("unknown variant %q: only the peers (manager, transfermanager) take +memfd", variant)
+	}
+	switch name {
 	case "none":
 		// Process start-up only: the baseline for CPU and RSS.
 	case "floor":
@@ -115,8 +122,14 @@ func runChild(variant string, t target) error {
 			}
 			mark("sha256")
 		}
+	case "net":
+		// memload's download with nowhere to put the bytes: what the
+		// network path (sockets, TLS, HTTP, SDK) costs without the memfd.
+		if _, err := s3load.New(client).LoadTo(ctx, "s3://"+t.Bucket+"/"+t.Key, discard{}); err != nil {
+			return err
+		}
 	case "manager":
-		f, err = newMemfd(ctx, client, t)
+		plain, err = newPeerMemfd(ctx, client, t, ourMemfd)
 		if err != nil {
 			return err
 		}
@@ -128,16 +141,16 @@ func runChild(variant string, t target) error {
 		if err != nil {
 			return err
 		}
-		if _, err := d.Download(ctx, f, &s3.GetObjectInput{Bucket: &t.Bucket, Key: &t.Key}); err != nil {
+		if _, err := d.Download(ctx, plain, &s3.GetObjectInput{Bucket: &t.Bucket, Key: &t.Key}); err != nil {
 			return err
 		}
 	case "transfermanager":
-		f, err = newMemfd(ctx, client, t)
+		plain, err = newPeerMemfd(ctx, client, t, ourMemfd)
 		if err != nil {
 			return err
 		}
 		tm := transfermanager.New(client)
-		if _, err := tm.DownloadObject(ctx, &transfermanager.DownloadObjectInput{Bucket: &t.Bucket, Key: &t.Key, WriterAt: f}); err != nil {
+		if _, err := tm.DownloadObject(ctx, &transfermanager.DownloadObjectInput{Bucket: &t.Bucket, Key: &t.Key, WriterAt: plain}); err != nil {
 			return err
 		}
 	default:
@@ -149,16 +162,23 @@ func runChild(variant string, t target) error {
 		return err
 	}
 	r.User, r.Sys = time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
-	if name, _, _ := strings.Cut(variant, ":"); name == "coldstart" {
+	if name == "coldstart" {
 		r.Phases = phases
 	}
-	if t.Verify && f != nil {
-		if r.SHA256, err = sha256Of(f); err != nil {
+	var loaded io.ReaderAt
+	if f != nil {
+		loaded = f
+		defer f.Close()
+	} else if plain != nil {
+		loaded = plain
+		defer plain.Close()
+	}
+	if t.Verify && loaded != nil {
+		h := sha256.New()
+		if _, err := io.Copy(h, io.NewSectionReader(loaded, 0, t.Size)); err != nil {
 			return err
 		}
-	}
-	if f != nil {
-		f.Close()
+		r.SHA256 = hex.EncodeToString(h.Sum(nil))
 	}
 	return json.NewEncoder(os.Stdout).Encode(r)
 }
@@ -203,14 +223,42 @@ func newClient(t target) (*s3.Client, error) {
 	}), nil
 }
 
-// newMemfd sizes a memfd for the peers, which need the size up front.
-func newMemfd(ctx context.Context, client *s3.Client, t target) (*memfd.File, error) {
+// destination is where a peer writes the object.
+type destination interface {
+	io.WriterAt
+	io.ReaderAt
+	io.Closer
+}
+
+// newPeerMemfd makes the memfd a peer writes to, sized with HeadObject.
+// By default it is made as a user of the SDK would without memload:
+// memfd_create and ftruncate, as in AWS's write-up. With ourMemfd (the
+// variants named peer+memfd) it is memload's memfd.File instead: reserved,
+// its WriteAt calls taking turns.
+func newPeerMemfd(ctx context.Context, client *s3.Client, t target, ourMemfd bool) (destination, error) {
 	head, err := client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &t.Bucket, Key: &t.Key})
 	if err != nil {
 		return nil, err
 	}
-	return memfd.New(t.Key, aws.ToInt64(head.ContentLength))
+	if ourMemfd {
+		return memfd.New(t.Key, aws.ToInt64(head.ContentLength))
+	}
+	fd, err := unix.MemfdCreate(t.Key, unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "memfd:"+t.Key)
+	if err := f.Truncate(aws.ToInt64(head.ContentLength)); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
+
+// discard is an io.WriterAt that keeps nothing.
+type discard struct{}
+
+func (discard) WriteAt(p []byte, _ int64) (int, error) { return len(p), nil }
 
 func sha256Of(f *memfd.File) (string, error) {
 	b, err := f.Map()
