@@ -59,7 +59,7 @@ test: tools check
 
 ## bench: CPU, wall time and RSS of a 1 GiB S3 download: memload against the AWS SDK's downloaders, over HTTP and TLS
 bench: minio
-	go run ./internal/bench -rounds 5 -coldstart 3 -variants memload,memload:seed,manager,manager:16:16,transfermanager,manager+memfd,transfermanager+memfd,memload:16:16,net,floor,floor:noreserve,floor:map
+	go run ./internal/bench -rounds 5 -coldstart 3 -variants memload,memload:seed,manager,manager:16:16,transfermanager,manager+memfd,transfermanager+memfd,memload:16:16,memload:noreserve,net,floor,floor:noreserve,floor:map
 
 ## bench-llm: llama.cpp load time, memory and speed on a 1.5B-shaped Q4_K_M model (generated once into .cache/models)
 bench-llm:

@@ -2,11 +2,12 @@
 // memfd_create(2), so that a library which only opens paths (llama.cpp, for
 // one) can read bytes that never touched a disk, through /proc/self/fd/N.
 //
-// A File is sized and its memory reserved when it is created: an
-// unreserved memfd is sparse, and a process that runs out of memory halfway
-// through filling it is killed rather than told. [New] refuses up front, with
-// an [ErrInsufficientMemory] error that carries the numbers, when the size
-// does not fit in what the process's cgroup and the machine allow.
+// A process that fills a memfd past its memory cgroup's limit is killed by
+// the kernel, not told: writes, fallocate and page faults alike. So [New]
+// refuses up front, with an [ErrInsufficientMemory] error that carries the
+// numbers, when the size does not fit in what the process's cgroup and the
+// machine allow. It then sizes the File and reserves its memory, so the
+// memory is taken before the File is filled.
 //
 // memfd_create is Linux-only. On other systems, and where a seccomp filter
 // forbids the call, [New] returns an error matching [ErrUnsupported].
@@ -32,10 +33,10 @@ var ErrSealed = errors.New("memfd: file is sealed")
 
 // Options configure [New].
 type Options struct {
-	// NoReserve skips reserving the file's pages with fallocate(2). The
-	// file is then sparse: memory is taken as it is written, and running
-	// out of it later kills the process instead of failing here. The
-	// up-front memory check still runs.
+	// NoReserve skips reserving the file's pages with fallocate(2), which
+	// takes about 0.25 s per GiB in New. The file is then sparse: memory
+	// is taken as it is written, at a higher CPU cost when many goroutines
+	// write at once (BENCHMARKS.md). The up-front memory check still runs.
 	NoReserve bool
 
 	// NoMemoryCheck skips comparing the size with the memory the process

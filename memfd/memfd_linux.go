@@ -16,8 +16,10 @@ const maxNameLen = 249
 // New creates an in-memory file of size bytes named name (for /proc
 // listings; it need not be unique). Unless Options say otherwise, it first
 // checks that size fits in the memory the process may use, then reserves
-// all pages, so a File that New returns can be filled without running out
-// of memory.
+// all pages with fallocate(2). Reserving fails with a [*MemoryError] where
+// the kernel refuses the memory (strict overcommit); under a memory cgroup
+// (Lambda) a process that takes more than its limit is killed, reserving or
+// writing, which is why the check comes first.
 func New(name string, size int64, optFns ...func(*Options)) (*File, error) {
 	var o Options
 	for _, fn := range optFns {

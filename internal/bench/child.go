@@ -97,9 +97,13 @@ func runChild(variant string, t target) error {
 					}
 				}
 			}
-			if params == "seed" {
+			switch params {
+			case "":
+			case "seed":
 				o.PartSize, o.Concurrency = 100<<20, runtime.NumCPU()
-			} else if params != "" {
+			case "noreserve":
+				o.MemfdOptions = append(o.MemfdOptions, func(m *memfd.Options) { m.NoReserve = true })
+			default:
 				o.PartSize, o.Concurrency, err = parseShape(params)
 			}
 		}

@@ -9,7 +9,7 @@
 //	go run ./internal/bench [-size 1024] [-rounds 5] [-variants memload,manager,...]
 //
 // Variants: memload (defaults), memload:seed (100 MiB parts, NumCPU
-// workers), memload:P:C (P MiB parts, C workers), manager (SDK
+// workers), memload:P:C (P MiB parts, C workers), memload:noreserve, manager (SDK
 // feature/s3/manager defaults), manager:P:C, transfermanager (defaults).
 // floor fills a memfd from memory (floor:noreserve without fallocate,
 // floor:map through a mapping): the cost no downloader avoids. net runs
@@ -284,6 +284,8 @@ func label(v string) string {
 		return "memload (defaults)"
 	case "memload:seed":
 		return "memload, seed settings (100 MiB × NumCPU)"
+	case "memload:noreserve":
+		return "memload, memfd not reserved (MemfdOptions NoReserve)"
 	case "manager":
 		return "SDK manager.Downloader (defaults: 5 MiB × 5)"
 	case "transfermanager":
