@@ -273,11 +273,8 @@ func runColdStart(t target, sum string, runs int, size int64) error {
 }
 
 func label(v string) string {
-	if name, ours := strings.CutSuffix(v, "+memfd"); ours {
-		return label(name) + ", into memload's memfd"
-	}
-	if name, shape, ok := strings.Cut(v, "+memfd:"); ok {
-		return label(name+":"+shape) + ", into memload's memfd"
+	if strings.Contains(v, "+memfd") {
+		return label(strings.Replace(v, "+memfd", "", 1)) + ", into memload's memfd"
 	}
 	switch v {
 	case "memload":
