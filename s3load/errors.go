@@ -128,7 +128,7 @@ func (e *Error) classify() *Error {
 	case status != 0:
 		e.kind, e.hint = ErrBadResponse, fmt.Sprintf("the server refused the request with %d: check that the endpoint is S3 or an S3-compatible server", status)
 	case errors.Is(e.Err, context.DeadlineExceeded) || errors.Is(e.Err, context.Canceled):
-		e.kind = ErrUnavailable // a timeout of the client's, or the load ended
+		e.kind, e.hint = ErrUnavailable, "the request timed out or was cancelled: check the network and the HTTP client's timeout"
 	default:
 		e.kind, e.hint = ErrUnavailable, "the server could not be reached or the connection broke: check the endpoint and the network"
 	}

@@ -273,13 +273,15 @@ func (d *download) get(ctx context.Context, start, end int64, attempt int) (*par
 	if d.versionID != "" {
 		in.VersionId = &d.versionID
 	}
-	fail := func(err error, kind error) error {
+	fail := func(err error, kind error) *Error {
 		return (&Error{Object: d.obj, Op: "GetObject", Start: start, End: end, Attempt: attempt, Err: err, kind: kind}).classify()
 	}
 	out, err := d.client.GetObject(ctx, in, d.clientOptions()...)
 	if err != nil {
 		if d.sized && isInvalidRange(err) {
-			return nil, fail(fmt.Errorf("%w: the object is shorter than the %d bytes it had", err, d.size), ErrObjectChanged)
+			e := fail(fmt.Errorf("%w: the object is shorter than the %d bytes it had", err, d.size), ErrObjectChanged)
+			e.hint = "the object was replaced while loading: load it again, or set RestartOnChange"
+			return nil, e
 		}
 		return nil, fail(err, nil)
 	}
@@ -315,7 +317,12 @@ func (d *download) get(ctx context.Context, start, end int64, attempt int) (*par
 	}
 	if err != nil {
 		out.Body.Close()
-		return nil, fail(err, kind)
+		e := fail(err, kind)
+		e.hint = "the server, or a proxy in front of it, does not answer ranged GETs as S3 does: check the endpoint"
+		if kind == ErrObjectChanged {
+			e.hint = "the object was replaced while loading: load it again, or set RestartOnChange"
+		}
+		return nil, e
 	}
 	return &part{
 		start: gotStart, end: gotEnd, body: out.Body, attempt: attempt,

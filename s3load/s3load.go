@@ -8,13 +8,16 @@
 // A load trusts no answer it can check. Every ranged GET must come back
 // 206 with exactly the bytes asked for, of the same size and ETag as the
 // first (a 200 is taken only for a whole object that fits in the first
-// part); HeadObject's size must agree with Content-Range's; redirects
-// are not followed. The bytes are verified with the object's S3
-// full-object checksum when HeadObject gives one for the version loaded,
-// and with Options.SHA256 when set. When neither was possible,
-// [Stats].Verified is "" and [Stats].Unverified says why;
-// Options.RequireChecksum turns that into an [ErrNotVerified] error before
-// anything is downloaded. A request that brings no bytes for StallTimeout,
+// part); HeadObject's size must agree with Content-Range's. Redirects are
+// not followed: the SDK's HTTP client, which would follow a 307, is used
+// through a copy that follows none, and an answer that a caller's own HTTP
+// client reached through a redirect is refused with [ErrRedirect]. The
+// bytes are verified with the object's S3 full-object checksum when
+// HeadObject gives one for the version loaded, and with Options.SHA256
+// when set. When the S3 checksum cannot be checked, [Stats].Unverified
+// says why (and [Stats].Verified is "" unless SHA256 was checked);
+// Options.RequireChecksum makes a load with neither fail with
+// [ErrNotVerified] before anything is downloaded. A request that brings no bytes for StallTimeout,
 // or fewer than MinSpeed bytes a second over a StallTimeout window, is cut
 // and retried from the last byte written, up to MaxAttempts tries.
 //
@@ -117,7 +120,10 @@ type Options struct {
 	// own: those switch off the SDK's response checksum validation (ranged
 	// GETs carry no checksum to validate) and its log line about that, and
 	// replace the SDK's default HTTP client with a copy tuned for many
-	// connections to one host (see BENCHMARKS.md).
+	// connections to one host (see BENCHMARKS.md) that follows no
+	// redirect. An HTTP client of the caller's own is used as it is; give
+	// it a CheckRedirect that returns http.ErrUseLastResponse, or a load
+	// it redirects fails with ErrRedirect once the other server answered.
 	ClientOptions []func(*s3.Options)
 }
 
