@@ -86,8 +86,9 @@ type Options struct {
 	// RetryBackoff is the first retry's longest wait; each retry doubles
 	// it, up to 5 s, and waits a random part of it (default 100 ms).
 	RetryBackoff time.Duration
-	// StallTimeout cuts and retries a request that delivers no bytes for
-	// this long (default DefaultStallTimeout).
+	// StallTimeout cuts and retries a request that delivers no bytes in a
+	// window this long, so after one to two StallTimeouts of silence
+	// (default DefaultStallTimeout).
 	StallTimeout time.Duration
 	// MinSpeed, in bytes per second, cuts and retries a request that
 	// brings fewer than MinSpeed × StallTimeout bytes in a StallTimeout
@@ -192,7 +193,9 @@ func (l *Loader) Load(ctx context.Context, uri string, optFns ...func(*Options))
 		return f, err
 	})
 	if err == nil {
-		err = f.Seal()
+		if serr := f.Seal(); serr != nil {
+			err = &Error{Object: stats.Object, Op: "create", End: -1, Attempt: 1, Err: serr, kind: ErrDestination}
+		}
 	}
 	if err != nil {
 		if f != nil {
