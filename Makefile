@@ -65,10 +65,14 @@ bench: minio
 bench-llm:
 	go run ./internal/benchllm -rounds 5
 
-## fuzz: a minute each for the URI and GGUF header parsers
+## fuzz: a minute each for the URI and GGUF header parsers and s3load against a hostile server (FUZZTIME=10m for longer)
+FUZZTIME ?= 60s
 fuzz:
-	go test -run=XXX -fuzz=FuzzParseURI -fuzztime=60s ./s3load
-	go test -run=XXX -fuzz=FuzzParse -fuzztime=60s ./llm/internal/gguf
+	go test -run=XXX -fuzz=FuzzParseURI -fuzztime=$(FUZZTIME) ./s3load
+	# Network timing makes many inputs look new; minimizing each for the
+	# default minute would leave little time to fuzz.
+	go test -run=XXX -fuzz=FuzzHostileServer -fuzztime=$(FUZZTIME) -fuzzminimizetime=10x ./s3load
+	go test -run=XXX -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./llm/internal/gguf
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -2,6 +2,7 @@ package s3load_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -59,4 +60,33 @@ func ExampleLoader_LoadTo() {
 	}
 	fmt.Println(stats.Size, "bytes written to a file")
 	// Output: 21 bytes written to a file
+}
+
+// A load can be made to refuse bytes it could not verify; its errors are
+// told apart with the sentinels.
+func ExampleOptions_requireChecksum() {
+	ctx := context.Background()
+	cfg, err := config.LoadDefaultConfig(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	client := s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = true })
+
+	loader := s3load.New(client, func(o *s3load.Options) {
+		o.RequireChecksum = true
+		// Published with the model, from sha256sum.
+		o.SHA256 = "d8ba731a3d39b696539e0f9f8611e95324fb890499f8b45b0dc2249fb23f75a7"
+	})
+	f, stats, err := loader.Load(ctx, "s3://models/tiny.gguf")
+	switch {
+	case errors.Is(err, s3load.ErrChecksum), errors.Is(err, s3load.ErrNotVerified):
+		log.Fatal("refusing the model: ", err)
+	case errors.Is(err, s3load.ErrStalled), errors.Is(err, s3load.ErrUnavailable):
+		log.Fatal("S3 is slow or failing; try again later: ", err)
+	case err != nil:
+		log.Fatal(err)
+	}
+	defer f.Close()
+	fmt.Println("verified:", stats.Verified)
+	// Output: verified: SHA-256
 }

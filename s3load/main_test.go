@@ -2,6 +2,7 @@ package s3load_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -20,6 +21,12 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	// The fuzz targets need no MinIO; each fuzz worker would start one.
+	flag.Parse()
+	if fuzzing := flag.Lookup("test.fuzz"); fuzzing != nil && fuzzing.Value.String() != "" ||
+		flag.Lookup("test.fuzzworker") != nil && flag.Lookup("test.fuzzworker").Value.String() == "true" {
+		return m.Run()
+	}
 	ctx := context.Background()
 	var err error
 	server, err = testutil.StartMinIO(ctx)

@@ -9,10 +9,12 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
@@ -23,34 +25,47 @@ type part struct {
 	start, end int64
 	body       io.ReadCloser
 	attempt    int
+	sum        *partSum // the CRC of the part's bytes written so far
 
-	size      int64 // the whole object's, from Content-Range
-	etag      string
-	versionID string
-	cancel    context.CancelCauseFunc // ends the request behind body
+	size          int64 // the whole object's, from Content-Range
+	unsatisfiable bool  // the first GET was answered 416: maybe an empty object
+	etag          string
+	versionID     string
+	cancel        context.CancelCauseFunc // ends the request behind body
 }
 
-// errStalled is the cause given to a request cut for delivering nothing.
-var errStalled = errors.New("no bytes received for too long")
+// close releases a first part that will not be read.
+func (p *part) close() {
+	if p.body != nil {
+		p.body.Close()
+		p.cancel(nil)
+	}
+}
 
-// fetch puts bytes p.start..p.end in place. A part that comes with a body
-// (the first one) is read from it; otherwise it is requested. A failed
-// request or body is retried from the first byte not yet written.
-func (d *download) fetch(ctx context.Context, p *part) error {
-	start, next, end := p.start, p.start, p.end
+// errStalled is the cause given to a request cut for delivering too little.
+var errStalled = errors.New("too few bytes received")
+
+// fetch puts bytes p.start..p.end, part i, in place. A part that comes
+// with a body (the first one) is read from it; otherwise it is requested.
+// A failed request or body is retried from the first byte not yet written.
+func (d *download) fetch(ctx context.Context, i int64, p *part) error {
+	var sum partSum
+	next, end := p.start, p.end
 	err := d.retry(ctx, func(attempt int) error {
-		n, err := d.try(ctx, p, next, end, attempt)
+		n, err := d.try(ctx, p, &sum, next, end, attempt)
 		p, next = nil, next+n
 		return err
 	})
 	if err == nil {
-		d.partDone(start)
+		d.order.done(i, sum)
 	}
 	return err
 }
 
 // getFirst requests the first part, retrying as fetch does. Its body is
-// left to read once the destination is open.
+// left to read once the destination is open. A 416 is returned as an
+// unsatisfiable part without a body, for HeadObject to confirm that the
+// object is empty.
 func (d *download) getFirst(ctx context.Context) (*part, error) {
 	var first *part
 	end := d.opts.PartSize - 1
@@ -61,6 +76,10 @@ func (d *download) getFirst(ctx context.Context) (*part, error) {
 		w.stop()
 		if err != nil {
 			cancel(nil)
+			if isInvalidRange(err) {
+				first = &part{unsatisfiable: true}
+				return nil
+			}
 			return d.explain(w, err, 0, end, attempt)
 		}
 		p.cancel, first = cancel, p
@@ -88,7 +107,7 @@ func (d *download) retry(ctx context.Context, try func(attempt int) error) error
 
 // try makes one attempt at bytes next..end, reading p's body if there is
 // one, and returns how many bytes it put in place.
-func (d *download) try(ctx context.Context, p *part, next, end int64, attempt int) (int64, error) {
+func (d *download) try(ctx context.Context, p *part, sum *partSum, next, end int64, attempt int) (int64, error) {
 	var w *stallWatch
 	if p == nil || p.body == nil {
 		rctx, cancel := context.WithCancelCause(ctx)
@@ -99,11 +118,13 @@ func (d *download) try(ctx context.Context, p *part, next, end int64, attempt in
 		if p, err = d.get(rctx, next, end, attempt); err != nil {
 			return 0, d.explain(w, err, next, end, attempt)
 		}
+		w.restart() // the window for the body starts with it
 	} else {
 		defer p.cancel(nil)
 		w = d.watch(p.cancel)
 		defer w.stop()
 	}
+	p.sum = sum
 	p.body = &stallBody{ReadCloser: p.body, w: w}
 	n, err := d.copyPart(ctx, p)
 	if err != nil {
@@ -112,26 +133,58 @@ func (d *download) try(ctx context.Context, p *part, next, end int64, attempt in
 	return n, err
 }
 
-// stallWatch cancels a request with errStalled when StallTimeout passes
-// without bytes arriving.
+// stallWatch cancels a request with errStalled when a window of
+// StallTimeout passes with fewer than min bytes arriving: none, or too few
+// for MinSpeed.
 type stallWatch struct {
-	t     *time.Timer
-	after time.Duration
-	fired atomic.Bool
+	t      *time.Timer
+	window time.Duration
+	min    int64
+	got    atomic.Int64 // bytes in the current window
+	fired  atomic.Bool
+	lastN  atomic.Int64 // bytes in the window that fired
+	mu     sync.Mutex
+	done   bool
 }
 
 func (d *download) watch(cancel context.CancelCauseFunc) *stallWatch {
-	w := &stallWatch{after: d.opts.StallTimeout}
-	w.t = time.AfterFunc(w.after, func() {
-		w.fired.Store(true)
-		cancel(errStalled)
+	w := &stallWatch{window: d.opts.StallTimeout, min: 1}
+	if d.opts.MinSpeed > 0 {
+		w.min = int64(max(min(float64(d.opts.MinSpeed)*w.window.Seconds(), 1<<62), 1))
+	}
+	w.t = time.AfterFunc(w.window, func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.done {
+			return
+		}
+		if n := w.got.Swap(0); n < w.min {
+			w.lastN.Store(n)
+			w.fired.Store(true)
+			cancel(errStalled)
+			return
+		}
+		w.t.Reset(w.window)
 	})
 	return w
 }
 
-func (w *stallWatch) stop() { w.t.Stop() }
+// restart begins a new window.
+func (w *stallWatch) restart() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.got.Store(0)
+	w.t.Reset(w.window)
+}
 
-// stallBody restarts the stall timer whenever bytes arrive.
+func (w *stallWatch) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.done = true
+	w.t.Stop()
+}
+
+// stallBody counts the bytes that arrive.
 type stallBody struct {
 	io.ReadCloser
 	w *stallWatch
@@ -139,9 +192,7 @@ type stallBody struct {
 
 func (b *stallBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if n > 0 {
-		b.w.t.Reset(b.w.after)
-	}
+	b.w.got.Add(int64(n))
 	return n, err
 }
 
@@ -150,8 +201,13 @@ func (d *download) explain(w *stallWatch, err error, start, end int64, attempt i
 	if !w.fired.Load() {
 		return err
 	}
-	return &Error{Object: d.obj, Op: "GetObject", Start: start, End: end, Attempt: attempt,
-		Err: fmt.Errorf("%w (%v): the connection stalled", errStalled, w.after)}
+	cause := fmt.Errorf("%w: no bytes for StallTimeout (%v): the connection stalled", errStalled, w.window)
+	if n := w.lastN.Load(); n > 0 {
+		cause = fmt.Errorf("%w: %d bytes in StallTimeout (%v), fewer than MinSpeed (%d bytes/s) asks for: the connection trickles",
+			errStalled, n, w.window, d.opts.MinSpeed)
+	}
+	return &Error{Object: d.obj, Op: "GetObject", Start: start, End: end, Attempt: attempt, Err: cause, kind: ErrStalled,
+		hint: "retried MaxAttempts times; check the network, or raise StallTimeout or lower MinSpeed for a slow link"}
 }
 
 // retryable reports whether another try may succeed: not for a missing
@@ -162,7 +218,11 @@ func retryable(err error) bool {
 	if !errors.As(err, &e) {
 		return false
 	}
-	if e.Op == "write" || e.kind == ErrNotFound || e.kind == ErrAccessDenied || e.kind == ErrObjectChanged {
+	if e.Op == "write" {
+		return false
+	}
+	switch e.kind {
+	case ErrDestination, ErrNotFound, ErrAccessDenied, ErrObjectChanged, ErrRedirect:
 		return false
 	}
 	var respErr *smithyhttp.ResponseError
@@ -175,7 +235,7 @@ func retryable(err error) bool {
 
 // backoff returns a random wait in [0, base·2^(attempt-1)], at most 5 s.
 func backoff(base time.Duration, attempt int) time.Duration {
-	limit := min(base<<min(attempt-1, 20), 5*time.Second)
+	limit := min(min(base, 5*time.Second)<<min(attempt-1, 20), 5*time.Second)
 	return rand.N(limit + 1)
 }
 
@@ -213,22 +273,43 @@ func (d *download) get(ctx context.Context, start, end int64, attempt int) (*par
 	if d.versionID != "" {
 		in.VersionId = &d.versionID
 	}
-	fail := func(err error, kind error) error {
+	fail := func(err error, kind error) *Error {
 		return (&Error{Object: d.obj, Op: "GetObject", Start: start, End: end, Attempt: attempt, Err: err, kind: kind}).classify()
 	}
 	out, err := d.client.GetObject(ctx, in, d.clientOptions()...)
 	if err != nil {
+		if d.sized && isInvalidRange(err) {
+			e := fail(fmt.Errorf("%w: the object is shorter than the %d bytes it had", err, d.size), ErrObjectChanged)
+			e.hint = "the object was replaced while loading: load it again, or set RestartOnChange"
+			return nil, e
+		}
 		return nil, fail(err, nil)
 	}
+	resp := rawResponse(out)
+	if from := redirectedFrom(resp); from != nil {
+		out.Body.Close()
+		return nil, &Error{Object: d.obj, Op: "GetObject", Start: start, End: end, Attempt: attempt, kind: ErrRedirect,
+			Err: fmt.Errorf("answered %d", from.StatusCode), hint: followedHint(from, resp.Request)}
+	}
 	cr := aws.ToString(out.ContentRange)
-	gotStart, gotEnd, size, err := parseContentRange(cr)
+	var gotStart, gotEnd, size int64
 	kind := ErrBadResponse
+	switch status := statusOf(resp); {
+	case status == http.StatusOK && cr == "" && !d.sized:
+		gotStart, gotEnd, size, err = wholeObject(out.ContentLength, end)
+	case status != 0 && status != http.StatusPartialContent:
+		err = fmt.Errorf("answered %d to a ranged GET, want 206 Partial Content", status)
+	default:
+		gotStart, gotEnd, size, err = parseContentRange(cr)
+	}
 	switch {
 	case err != nil:
-	case d.size > 0 && size != d.size:
+	case d.sized && size != d.size:
 		err, kind = fmt.Errorf("object size changed from %d to %d bytes", d.size, size), ErrObjectChanged
 	case d.etag != "" && out.ETag != nil && *out.ETag != d.etag:
 		err, kind = fmt.Errorf("ETag changed from %s to %s", d.etag, *out.ETag), ErrObjectChanged
+	case d.versionID != "" && out.VersionId != nil && *out.VersionId != d.versionID:
+		err, kind = fmt.Errorf("version changed from %s to %s", d.versionID, *out.VersionId), ErrObjectChanged
 	case gotStart != start || gotEnd != min(end, size-1):
 		err = fmt.Errorf("asked for bytes %d-%d, server sent %s", start, end, cr)
 	case out.ContentLength != nil && *out.ContentLength != gotEnd-gotStart+1:
@@ -236,12 +317,47 @@ func (d *download) get(ctx context.Context, start, end int64, attempt int) (*par
 	}
 	if err != nil {
 		out.Body.Close()
-		return nil, fail(err, kind)
+		e := fail(err, kind)
+		e.hint = "the server, or a proxy in front of it, does not answer ranged GETs as S3 does: check the endpoint"
+		if kind == ErrObjectChanged {
+			e.hint = "the object was replaced while loading: load it again, or set RestartOnChange"
+		}
+		return nil, e
 	}
 	return &part{
 		start: gotStart, end: gotEnd, body: out.Body, attempt: attempt,
 		size: size, etag: aws.ToString(out.ETag), versionID: aws.ToString(out.VersionId),
 	}, nil
+}
+
+// wholeObject takes a 200 without Content-Range to the first GET as the
+// whole object, if it fits in the range asked for: some servers answer an
+// empty or small object so.
+func wholeObject(contentLength *int64, end int64) (start, last, size int64, err error) {
+	switch {
+	case contentLength == nil:
+		return 0, 0, 0, fmt.Errorf("answered 200 without Content-Range or Content-Length: the server ignored the Range header")
+	case *contentLength < 0 || *contentLength > end+1:
+		return 0, 0, 0, fmt.Errorf("answered 200 with the whole object (%d bytes) instead of the range: the server ignored the Range header; use one that supports ranged GETs", *contentLength)
+	}
+	return 0, *contentLength - 1, *contentLength, nil
+}
+
+// rawResponse returns the HTTP response behind out, or nil for a Client
+// that gives none.
+func rawResponse(out *s3.GetObjectOutput) *http.Response {
+	if r, ok := awsmiddleware.GetRawResponse(out.ResultMetadata).(*smithyhttp.Response); ok && r != nil {
+		return r.Response
+	}
+	return nil
+}
+
+// statusOf returns resp's status, 0 if unknown.
+func statusOf(resp *http.Response) int {
+	if resp == nil {
+		return 0
+	}
+	return resp.StatusCode
 }
 
 // parseContentRange parses "bytes START-END/SIZE".
@@ -265,9 +381,8 @@ func parseContentRange(s string) (start, end, size int64, err error) {
 // already in place.
 func (d *download) written(p *part, b []byte) {
 	if d.crc != nil {
-		s := &d.sums[p.start/d.opts.PartSize]
-		s.crc = d.crc.update(s.crc, b)
-		s.n += int64(len(b))
+		p.sum.crc = d.crc.update(p.sum.crc, b)
+		p.sum.n += int64(len(b))
 	}
 	d.progress(int64(len(b)))
 }

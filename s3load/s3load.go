@@ -4,6 +4,28 @@
 //
 // [Loader.Load] puts the object in a [memfd.File], ready to hand to a
 // library that opens paths; [Loader.LoadTo] writes into any [io.WriterAt].
+//
+// A load trusts no answer it can check. Every ranged GET must come back
+// 206 with exactly the bytes asked for, of the same size and ETag as the
+// first (a 200 is taken only for a whole object that fits in the first
+// part); HeadObject's size must agree with Content-Range's. Redirects are
+// not followed: the SDK's HTTP client, which would follow a 307, is used
+// through a copy that follows none, and an answer that a caller's own HTTP
+// client reached through a redirect is refused with [ErrRedirect]. The
+// bytes are verified with the object's S3 full-object checksum when
+// HeadObject gives one for the version loaded, and with Options.SHA256
+// when set. When the S3 checksum cannot be checked, [Stats].Unverified
+// says why (and [Stats].Verified is "" unless SHA256 was checked);
+// Options.RequireChecksum makes a load with neither fail with
+// [ErrNotVerified] before anything is downloaded. A request that brings no bytes for StallTimeout,
+// or fewer than MinSpeed bytes a second over a StallTimeout window, is cut
+// and retried from the last byte written, up to MaxAttempts tries.
+//
+// Every error matches one of [ErrInvalidInput], [ErrNotFound],
+// [ErrAccessDenied], [ErrRedirect], [ErrObjectChanged], [ErrChecksum],
+// [ErrNotVerified], [ErrBadResponse], [ErrStalled], [ErrUnavailable] and
+// [ErrDestination] with errors.Is, and says what to do; or it is the
+// context's error, if the context ended.
 package s3load
 
 import (
@@ -17,7 +39,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"golang.org/x/sync/errgroup"
 
@@ -36,6 +57,7 @@ const (
 	DefaultConcurrency  = 8
 	DefaultMaxAttempts  = 5
 	DefaultStallTimeout = 5 * time.Second
+	DefaultMinSpeed     = 8 << 10 // bytes per second
 )
 
 // bufferSize is how much of a part body is read before it is written: the
@@ -64,9 +86,16 @@ type Options struct {
 	// RetryBackoff is the first retry's longest wait; each retry doubles
 	// it, up to 5 s, and waits a random part of it (default 100 ms).
 	RetryBackoff time.Duration
-	// StallTimeout cuts and retries a request that delivers no bytes for
-	// this long (default DefaultStallTimeout).
+	// StallTimeout cuts and retries a request that delivers no bytes in a
+	// window this long, so after one to two StallTimeouts of silence
+	// (default DefaultStallTimeout).
 	StallTimeout time.Duration
+	// MinSpeed, in bytes per second, cuts and retries a request that
+	// brings fewer than MinSpeed × StallTimeout bytes in a StallTimeout
+	// window, as a stall (default DefaultMinSpeed; negative: only a
+	// window without a byte counts). On a link slower than Concurrency ×
+	// MinSpeed, lower one of them.
+	MinSpeed int64
 	// SHA256 is the object's expected SHA-256 in hex. When set, each part
 	// is hashed as soon as it and those before it are in place, and a
 	// mismatch fails the load with ErrChecksum. LoadTo then needs a
@@ -74,8 +103,14 @@ type Options struct {
 	SHA256 string
 	// NoChecksum skips verifying the object's S3 full-object checksum
 	// (CRC64NVME or CRC32C), which is otherwise asked for with HeadObject
-	// and checked against CRCs computed while streaming.
+	// and checked against CRCs computed while streaming. It also skips
+	// comparing HeadObject's size with the GETs'.
 	NoChecksum bool
+	// RequireChecksum fails the load with ErrNotVerified, before the
+	// download, when neither SHA256 is set nor the object's S3
+	// full-object checksum can be had (HeadObject failed, the object has
+	// none or a composite one, or NoChecksum is set).
+	RequireChecksum bool
 	// RestartOnChange makes a load whose object is replaced midway start
 	// over once, with the new version, instead of failing with
 	// ErrObjectChanged.
@@ -86,7 +121,10 @@ type Options struct {
 	// own: those switch off the SDK's response checksum validation (ranged
 	// GETs carry no checksum to validate) and its log line about that, and
 	// replace the SDK's default HTTP client with a copy tuned for many
-	// connections to one host (see BENCHMARKS.md).
+	// connections to one host (see BENCHMARKS.md) that follows no
+	// redirect. An HTTP client of the caller's own is used as it is; give
+	// it a CheckRedirect that returns http.ErrUseLastResponse, or a load
+	// it redirects fails with ErrRedirect once the other server answered.
 	ClientOptions []func(*s3.Options)
 }
 
@@ -115,6 +153,7 @@ type Stats struct {
 	Retries     int           // part requests retried after a failure
 	Restarted   bool          // the object changed and the load started over
 	Verified    string        // checks passed: "CRC64NVME", "CRC32C", "SHA-256", joined by "+"; "" for none
+	Unverified  string        // why the S3 checksum was not checked, "" if it was
 	FirstByte   time.Duration // from the call to the first response
 	Elapsed     time.Duration // from the call to the last byte in place (and verified)
 }
@@ -154,7 +193,9 @@ func (l *Loader) Load(ctx context.Context, uri string, optFns ...func(*Options))
 		return f, err
 	})
 	if err == nil {
-		err = f.Seal()
+		if serr := f.Seal(); serr != nil {
+			err = &Error{Object: stats.Object, Op: "create", End: -1, Attempt: 1, Err: serr, kind: ErrDestination}
+		}
 	}
 	if err != nil {
 		if f != nil {
@@ -173,7 +214,7 @@ func (l *Loader) Load(ctx context.Context, uri string, optFns ...func(*Options))
 func (l *Loader) LoadTo(ctx context.Context, uri string, w io.WriterAt, optFns ...func(*Options)) (Stats, error) {
 	o := l.optionsFor(optFns)
 	if _, ok := w.(io.ReaderAt); o.SHA256 != "" && !ok {
-		return Stats{}, fmt.Errorf("s3load: Options.SHA256 needs to read back what was written, but %T is not an io.ReaderAt", w)
+		return Stats{}, invalid("s3load: Options.SHA256 needs to read back what was written, but %T is not an io.ReaderAt", w)
 	}
 	return l.load(ctx, uri, o, func(Object, int64) (io.WriterAt, error) { return w, nil })
 }
@@ -197,6 +238,9 @@ func (l *Loader) optionsFor(optFns []func(*Options)) Options {
 	}
 	if o.StallTimeout <= 0 {
 		o.StallTimeout = DefaultStallTimeout
+	}
+	if o.MinSpeed == 0 {
+		o.MinSpeed = DefaultMinSpeed
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -226,19 +270,20 @@ func (l *Loader) load(ctx context.Context, uri string, o Options, open func(Obje
 		}
 		if err == nil {
 			log.Info("s3load: loaded", "bytes", stats.Size, "parts", stats.Parts, "retries", stats.Retries,
-				"verified", stats.Verified, "elapsed", stats.Elapsed)
+				"verified", stats.Verified, "unverified", stats.Unverified, "elapsed", stats.Elapsed)
 		}
 		return stats, err
 	}
 }
 
 // run gets the first part, which also tells the object's size and ETag,
-// while HeadObject asks for its checksum; opens the destination for that
-// size; fetches the other parts concurrently, pinned to that version; and
-// verifies the result.
-func (d *download) run(ctx context.Context, open func(Object, int64) (io.WriterAt, error)) (Stats, error) {
+// while HeadObject asks for its size and checksum; checks the two agree;
+// opens the destination for that size; fetches the other parts
+// concurrently, pinned to that version; and verifies the result.
+func (d *download) run(ctx context.Context, open func(Object, int64) (io.WriterAt, error)) (stats Stats, err error) {
 	o := d.opts
-	stats := Stats{Object: d.obj, PartSize: o.PartSize, Concurrency: o.Concurrency}
+	stats = Stats{Object: d.obj, PartSize: o.PartSize, Concurrency: o.Concurrency}
+	defer func() { stats.Retries = int(d.retries.Load()) }()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
@@ -251,35 +296,43 @@ func (d *download) run(ctx context.Context, open func(Object, int64) (io.WriterA
 	first, err := d.getFirst(ctx)
 	stats.FirstByte = time.Since(d.start)
 	if err != nil {
-		if isInvalidRange(err) {
-			return d.loadEmpty(ctx, stats, open)
-		}
 		return stats, d.fail(ctx, err)
 	}
-	d.size, d.etag, d.versionID = first.size, first.etag, first.versionID
+	d.size, d.etag, d.versionID, d.sized = first.size, first.etag, first.versionID, true
 	wg.Wait()
-	if err := d.useChecksum(head); err != nil {
-		first.body.Close()
+	if first.unsatisfiable && o.NoChecksum {
+		head = d.head(ctx) // only HeadObject can tell an empty object
+	}
+	if stats.Unverified, err = d.checkHead(head, first.unsatisfiable); err == nil {
+		err = d.requireChecksum(stats.Unverified)
+	}
+	if err != nil {
+		first.close()
 		return stats, d.fail(ctx, err)
 	}
 	d.w, err = open(d.obj, d.size)
 	if err != nil {
-		first.body.Close()
-		return stats, fmt.Errorf("s3load: %s: %w", d.obj, err)
+		first.close()
+		return stats, d.fail(ctx, &Error{Object: d.obj, Op: "create", End: -1, Attempt: 1, Err: err, kind: ErrDestination})
 	}
 
-	d.startSHA256(ctx, &wg)
+	parts := numParts(d.size, o.PartSize)
+	d.order = newInOrder(d.crc)
+	d.startSHA256(ctx, &wg, parts)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(o.Concurrency)
-	g.Go(func() error { return d.fetch(gctx, first) })
-	stats.Parts = 1
-	for off := o.PartSize; off < d.size && gctx.Err() == nil; off += o.PartSize {
-		stats.Parts++
-		g.Go(func() error { return d.fetch(gctx, &part{start: off, end: min(off+o.PartSize, d.size) - 1}) })
+	if parts > 0 {
+		stats.Parts = 1
+		g.Go(func() error { return d.fetch(gctx, 0, first) })
+	} else {
+		first.close()
 	}
-	err = g.Wait()
-	stats.Retries = int(d.retries.Load())
-	if err != nil {
+	for i := int64(1); i < parts && gctx.Err() == nil; i++ {
+		stats.Parts++
+		off := i * o.PartSize // < d.size: no overflow
+		g.Go(func() error { return d.fetch(gctx, i, &part{start: off, end: off + min(o.PartSize, d.size-off) - 1}) })
+	}
+	if err = g.Wait(); err != nil {
 		return stats, d.fail(ctx, err)
 	}
 	stats.Size = d.size
@@ -290,33 +343,22 @@ func (d *download) run(ctx context.Context, open func(Object, int64) (io.WriterA
 	return stats, nil
 }
 
+// numParts is how many parts of partSize make size bytes, without
+// overflowing for any size and part size.
+func numParts(size, partSize int64) int64 {
+	n := size / partSize
+	if size%partSize != 0 {
+		n++
+	}
+	return n
+}
+
 // fail returns ctx's error if ctx ended, which then caused err.
 func (d *download) fail(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return context.Cause(ctx)
 	}
 	return err
-}
-
-// loadEmpty confirms with HeadObject that a 416 meant an empty object.
-func (d *download) loadEmpty(ctx context.Context, stats Stats, open func(Object, int64) (io.WriterAt, error)) (Stats, error) {
-	head, err := d.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &d.obj.Bucket, Key: &d.obj.Key}, d.clientOptions()...)
-	if err != nil {
-		return stats, d.fail(ctx, (&Error{Object: d.obj, Op: "HeadObject", End: -1, Attempt: 1, Err: err}).classify())
-	}
-	if n := aws.ToInt64(head.ContentLength); n != 0 {
-		return stats, &Error{Object: d.obj, Op: "GetObject", Start: 0, End: d.opts.PartSize - 1, Attempt: 1,
-			kind: ErrBadResponse, Err: fmt.Errorf("range not satisfiable, but HeadObject says the object has %d bytes", n)}
-	}
-	d.w, err = open(d.obj, 0)
-	if err != nil {
-		return stats, fmt.Errorf("s3load: %s: %w", d.obj, err)
-	}
-	if stats.Verified, err = d.verify(ctx); err != nil {
-		return stats, err
-	}
-	stats.Elapsed = time.Since(d.start)
-	return stats, nil
 }
 
 // download is the state one load shares between its parts.
@@ -328,15 +370,15 @@ type download struct {
 	start  time.Time
 
 	// Set from the first response, before the other parts start.
+	sized     bool // the first response has come
 	size      int64
 	etag      string
 	versionID string
 	w         io.WriterAt
-	crc       *crcSpec        // the full-object checksum to verify, or nil
-	crcWant   uint64          // its value, from HeadObject
-	sums      []partSum       // per part, when crc is set
-	partsDone []chan struct{} // closed as each part is in place, when hashing
-	sha256    chan shaResult  // the SHA-256 of the parts, when hashing
+	crc       *crcSpec       // the full-object checksum to verify, or nil
+	crcWant   uint64         // its value, from HeadObject
+	order     *inOrder       // the parts in place, and their CRC
+	sha256    chan shaResult // the SHA-256 of the parts, when hashing
 
 	done       atomic.Int64
 	retries    atomic.Int64

@@ -48,8 +48,8 @@ func TestBufferedTLS(t *testing.T) {
 		})
 		l := New(m.Client(func(o *s3.Options) { o.HTTPClient = hc }), func(o *Options) { o.PartSize = 1 << 20 })
 		// Look at the connections the tuned transport makes.
-		tuned := tuneHTTPClient(hc, l.options.Concurrency).(*awshttp.BuildableClient)
-		dial := tuned.GetTransport().DialTLSContext
+		tuned := tuneHTTPClient(hc, l.options.Concurrency).(*http.Client)
+		dial := tuned.Transport.(*http.Transport).DialTLSContext
 		if dial == nil {
 			t.Fatal("the tuned transport has no buffered TLS dialer")
 		}

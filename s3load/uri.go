@@ -17,24 +17,25 @@ func (o Object) String() string { return "s3://" + o.Bucket + "/" + o.Key }
 
 // ParseURI parses s3://bucket/key. The key is taken as it is, without
 // unescaping; it may contain slashes but must not be empty or end in one.
+// Its errors match ErrInvalidInput.
 func ParseURI(uri string) (Object, error) {
 	rest, ok := strings.CutPrefix(uri, "s3://")
 	if !ok {
-		return Object{}, fmt.Errorf("s3load: URI %q does not start with s3://: write it as s3://bucket/key", uri)
+		return Object{}, invalid("s3load: URI %q does not start with s3://: write it as s3://bucket/key", uri)
 	}
 	bucket, key, _ := strings.Cut(rest, "/")
 	if err := checkBucket(bucket); err != nil {
-		return Object{}, fmt.Errorf("s3load: URI %q: %w", uri, err)
+		return Object{}, invalid("s3load: URI %q: %w", uri, err)
 	}
 	switch {
 	case key == "":
-		return Object{}, fmt.Errorf("s3load: URI %q has no key: write it as s3://%s/path/to/model.gguf", uri, bucket)
+		return Object{}, invalid("s3load: URI %q has no key: write it as s3://%s/path/to/model.gguf", uri, bucket)
 	case strings.HasSuffix(key, "/"):
-		return Object{}, fmt.Errorf("s3load: URI %q ends in / and so names a prefix, not an object: add the object's name", uri)
+		return Object{}, invalid("s3load: URI %q ends in / and so names a prefix, not an object: add the object's name", uri)
 	case len(key) > 1024:
-		return Object{}, fmt.Errorf("s3load: URI %q: key is %d bytes, S3 allows at most 1024", uri, len(key))
+		return Object{}, invalid("s3load: URI %q: key is %d bytes, S3 allows at most 1024", uri, len(key))
 	case !utf8.ValidString(key):
-		return Object{}, fmt.Errorf("s3load: URI %q: key is not valid UTF-8", uri)
+		return Object{}, invalid("s3load: URI %q: key is not valid UTF-8", uri)
 	}
 	return Object{Bucket: bucket, Key: key}, nil
 }

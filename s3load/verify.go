@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -12,12 +13,14 @@ import (
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/minio/crc64nvme"
 )
 
-// headResult is HeadObject's answer about the object's checksum.
+// headResult is HeadObject's answer about the object's size and checksum.
 type headResult struct {
 	out *s3.HeadObjectOutput
 	err error
@@ -29,49 +32,92 @@ func (d *download) head(ctx context.Context) headResult {
 	out, err := d.client.HeadObject(ctx, &s3.HeadObjectInput{
 		Bucket: &d.obj.Bucket, Key: &d.obj.Key, ChecksumMode: types.ChecksumModeEnabled,
 	}, d.clientOptions()...)
+	if err == nil {
+		if r, ok := awsmiddleware.GetRawResponse(out.ResultMetadata).(*smithyhttp.Response); ok && r != nil {
+			if from := redirectedFrom(r.Response); from != nil {
+				out, err = nil, fmt.Errorf("%s", followedHint(from, r.Request))
+			}
+		}
+	}
+	if err != nil {
+		err = (&Error{Object: d.obj, Op: "HeadObject", End: -1, Attempt: 1, Err: err}).classify()
+	}
 	return headResult{out, err}
 }
 
-// useChecksum picks the full-object checksum to verify from HeadObject's
-// answer, once the first GET has pinned the object's version.
-func (d *download) useChecksum(h headResult) error {
-	if d.opts.NoChecksum {
-		return nil
+// checkHead compares HeadObject's answer with the first GET's, once that
+// has pinned the object's version, and picks the full-object checksum to
+// verify. It returns why there is none to verify, or an error if the two
+// answers contradict each other. unsatisfiable is a first GET answered
+// 416, which only HeadObject can confirm as an empty object.
+func (d *download) checkHead(h headResult, unsatisfiable bool) (unverified string, err error) {
+	fail := func(kind error, format string, args ...any) error {
+		return &Error{Object: d.obj, Op: "HeadObject", End: -1, Attempt: 1, kind: kind, Err: fmt.Errorf(format, args...)}
 	}
-	if h.err != nil {
+	if unsatisfiable {
+		if h.err != nil {
+			return "", h.err // the object's size is unknown
+		}
+		if h.out.ContentLength == nil || *h.out.ContentLength != 0 {
+			return "", fail(ErrBadResponse, "GetObject answered 416 Range Not Satisfiable, but HeadObject gives the object's size as %s, not 0",
+				sizeString(h.out.ContentLength))
+		}
+		d.etag = aws.ToString(h.out.ETag)
+	}
+	switch {
+	case d.opts.NoChecksum:
+		return "NoChecksum is set", nil
+	case h.err != nil:
 		d.log.Warn("s3load: HeadObject failed, so the S3 checksum is not verified", "err", h.err)
-		return nil
-	}
-	if d.versionID != "" && aws.ToString(h.out.VersionId) != d.versionID {
-		d.log.Info("s3load: a newer version exists; the pinned version's checksum is not verified")
-		return nil
-	}
-	if etag := aws.ToString(h.out.ETag); etag != d.etag {
-		return &Error{Object: d.obj, Op: "HeadObject", End: -1, Attempt: 1, kind: ErrObjectChanged,
-			Err: fmt.Errorf("ETag %s differs from %s of the first GET", etag, d.etag)}
-	}
-	if h.out.ChecksumType == types.ChecksumTypeComposite {
-		return nil // a checksum of part checksums: needs the upload's part sizes
+		return "HeadObject failed, so the object's checksum is unknown: " + h.err.Error(), nil
+	case d.versionID != "" && aws.ToString(h.out.VersionId) != d.versionID:
+		return "HeadObject answered for another version than the one loaded (a newer one exists)", nil
+	case aws.ToString(h.out.ETag) == "":
+		return "HeadObject gave no ETag, so its checksum cannot be tied to the version loaded", nil
+	case d.etag != "" && aws.ToString(h.out.ETag) != d.etag:
+		return "", fail(ErrObjectChanged, "ETag %s differs from %s of the first GET", aws.ToString(h.out.ETag), d.etag)
+	case h.out.ContentLength != nil && *h.out.ContentLength != d.size:
+		return "", &Error{Object: d.obj, Op: "HeadObject", End: -1, Attempt: 1, kind: ErrBadResponse,
+			Err:  fmt.Errorf("HeadObject gives the object's size as %d bytes, GetObject's Content-Range as %d", *h.out.ContentLength, d.size),
+			hint: "the server contradicts itself about the same version: check the endpoint and any proxy in front of it"}
+	case h.out.ChecksumType == types.ChecksumTypeComposite:
+		return "the object's checksum is composite (a checksum of its upload's parts), which needs the part sizes", nil
 	}
 	spec, value := crc64NVME, aws.ToString(h.out.ChecksumCRC64NVME)
 	if value == "" {
 		spec, value = crc32C, aws.ToString(h.out.ChecksumCRC32C)
 	}
 	if value == "" || strings.Contains(value, "-") {
-		return nil
+		return "the object has no full-object CRC64NVME or CRC32C checksum", nil
 	}
 	raw, err := base64.StdEncoding.DecodeString(value)
 	if err != nil || len(raw) != spec.width/8 {
 		d.log.Warn("s3load: ignoring a malformed checksum", "algorithm", spec.name, "value", value)
-		return nil
+		return fmt.Sprintf("HeadObject's %s %q is malformed", spec.name, value), nil
 	}
 	var want uint64
 	for _, b := range raw {
 		want = want<<8 | uint64(b)
 	}
 	d.crc, d.crcWant = spec, want
-	d.sums = make([]partSum, (d.size+d.opts.PartSize-1)/d.opts.PartSize)
-	return nil
+	return "", nil
+}
+
+func sizeString(n *int64) string {
+	if n == nil {
+		return "missing"
+	}
+	return fmt.Sprint(*n)
+}
+
+// requireChecksum fails a load that RequireChecksum says must be verified
+// but has nothing to verify it with.
+func (d *download) requireChecksum(unverified string) error {
+	if !d.opts.RequireChecksum || d.crc != nil || d.opts.SHA256 != "" {
+		return nil
+	}
+	return &Error{Object: d.obj, Op: "verify", End: -1, Attempt: 1, kind: ErrNotVerified, Err: errors.New(unverified),
+		hint: "RequireChecksum is set: upload the object with a full-object checksum (CRC64NVME, S3's default), or set SHA256"}
 }
 
 // verify checks the bytes in place against the S3 checksum and the
@@ -83,14 +129,9 @@ func (d *download) verify(ctx context.Context) (string, error) {
 			Err: fmt.Errorf(format, args...), hint: "the bytes were corrupted on the way or the checksum is wrong: load again"}
 	}
 	if d.crc != nil {
-		var crc uint64
-		var n int64
-		for _, s := range d.sums {
-			crc = d.crc.combine(crc, s.crc, s.n)
-			n += s.n
-		}
-		if n != d.size || crc != d.crcWant {
-			return "", fail("%s of the %d bytes loaded is %x, S3 says %x", d.crc.name, n, crc, d.crcWant)
+		sum, parts := d.order.sum()
+		if parts != numParts(d.size, d.opts.PartSize) || sum.n != d.size || sum.crc != d.crcWant {
+			return "", fail("%s of the %d bytes loaded is %x, S3 says %x", d.crc.name, sum.n, sum.crc, d.crcWant)
 		}
 		checked = append(checked, d.crc.name)
 	}
@@ -111,22 +152,68 @@ func (d *download) verify(ctx context.Context) (string, error) {
 	return strings.Join(checked, "+"), nil
 }
 
+// inOrder records the parts in place, which finish in any order, and
+// folds their CRCs in object order over the run of parts from the first.
+// Its memory grows with the parts that finished ahead of an unfinished
+// one, never with the size a server claims.
+type inOrder struct {
+	spec  *crcSpec // nil: no CRC to combine
+	moved chan struct{}
+
+	mu    sync.Mutex
+	next  int64             // parts 0..next-1 are in place
+	sofar partSum           // their CRC
+	ahead map[int64]partSum // parts in place after the first missing one
+}
+
+func newInOrder(spec *crcSpec) *inOrder {
+	return &inOrder{spec: spec, moved: make(chan struct{}, 1), ahead: map[int64]partSum{}}
+}
+
+// done records that part i is in place, with the CRC of its bytes.
+func (q *inOrder) done(i int64, s partSum) {
+	q.mu.Lock()
+	q.ahead[i] = s
+	moved := false
+	for {
+		s, ok := q.ahead[q.next]
+		if !ok {
+			break
+		}
+		delete(q.ahead, q.next)
+		if q.spec != nil {
+			q.sofar.crc = q.spec.combine(q.sofar.crc, s.crc, s.n)
+			q.sofar.n += s.n
+		}
+		q.next++
+		moved = true
+	}
+	q.mu.Unlock()
+	if moved {
+		select {
+		case q.moved <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// sum returns the CRC of the parts in place from the first, and how many.
+func (q *inOrder) sum() (partSum, int64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.sofar, q.next
+}
+
 // startSHA256 starts hashing the destination part by part, each as soon
 // as it and those before it are in place, so that the SHA-256 is ready
-// shortly after the last byte rather than a whole pass later. Parts report
-// with partDone.
-func (d *download) startSHA256(ctx context.Context, wg *sync.WaitGroup) {
+// shortly after the last byte rather than a whole pass later.
+func (d *download) startSHA256(ctx context.Context, wg *sync.WaitGroup, parts int64) {
 	if d.opts.SHA256 == "" {
 		return
 	}
-	n := (d.size + d.opts.PartSize - 1) / d.opts.PartSize
-	d.partsDone = make([]chan struct{}, n)
-	for i := range d.partsDone {
-		d.partsDone[i] = make(chan struct{})
-	}
 	d.sha256 = make(chan shaResult, 1)
 	wg.Go(func() {
-		sum, err := d.hashParts(ctx)
+		sum, err := d.hashParts(ctx, parts)
 		d.sha256 <- shaResult{sum, err}
 	})
 }
@@ -136,37 +223,38 @@ type shaResult struct {
 	err error
 }
 
-// partDone reports that the part starting at off is in place.
-func (d *download) partDone(off int64) {
-	if d.partsDone != nil {
-		close(d.partsDone[off/d.opts.PartSize])
-	}
-}
-
-// hashParts hashes the parts in order as they complete, through a mapping
-// when the destination offers one (a memfd.File does), else by reading
-// them back.
-func (d *download) hashParts(ctx context.Context) (string, error) {
+// hashParts hashes the parts in order as they come in place, through a
+// mapping when the destination offers one (a memfd.File does), else by
+// reading them back.
+func (d *download) hashParts(ctx context.Context, parts int64) (string, error) {
 	read, err := readerOf(d.w)
 	if err != nil {
-		return "", err
+		return "", &Error{Object: d.obj, Op: "read", End: -1, Attempt: 1, Err: err, kind: ErrDestination}
 	}
 	h := sha256.New()
-	for i, done := range d.partsDone {
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return "", ctx.Err()
+	for i := int64(0); i < parts; {
+		_, ready := d.order.sum()
+		if ready <= i {
+			select {
+			case <-d.order.moved:
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+			continue
 		}
-		start := int64(i) * d.opts.PartSize
-		end := min(start+d.opts.PartSize, d.size)
-		for off := start; off < end; off += hashChunk {
+		start, end := i*d.opts.PartSize, d.size // i < ready <= parts: no overflow
+		if ready < parts {
+			end = ready * d.opts.PartSize
+		}
+		for off := start; off < end; off += min(hashChunk, end-off) {
 			b, err := read(off, min(hashChunk, end-off))
 			if err != nil {
-				return "", fmt.Errorf("s3load: read back for SHA-256: %w", err)
+				return "", &Error{Object: d.obj, Op: "read", Start: off, End: off + min(hashChunk, end-off) - 1, Attempt: 1,
+					Err: fmt.Errorf("read back for SHA-256: %w", err), kind: ErrDestination}
 			}
 			h.Write(b)
 		}
+		i = ready
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
@@ -202,7 +290,7 @@ func checkSHA256(s string) error {
 		return nil
 	}
 	if b, err := hex.DecodeString(s); err != nil || len(b) != sha256.Size {
-		return fmt.Errorf("s3load: Options.SHA256 %q is not a SHA-256 in hex (64 hex digits): copy it from sha256sum's output", s)
+		return invalid("s3load: Options.SHA256 %q is not a SHA-256 in hex (64 hex digits): copy it from sha256sum's output", s)
 	}
 	return nil
 }

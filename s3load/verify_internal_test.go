@@ -57,6 +57,10 @@ func TestRetryable(t *testing.T) {
 		{&Error{Op: "GetObject", kind: ErrAccessDenied, Err: errStalled}, false},
 		{&Error{Op: "GetObject", kind: ErrObjectChanged, Err: errStalled}, false},
 		{&Error{Op: "write", Err: errStalled}, false},
+		{&Error{Op: "GetObject", kind: ErrRedirect, Err: errStalled}, false},
+		{&Error{Op: "read", kind: ErrDestination, Err: errStalled}, false},
+		{&Error{Op: "GetObject", kind: ErrStalled, Err: errStalled}, true},
+		{&Error{Op: "GetObject", kind: ErrUnavailable, Err: errStalled}, true},
 		{errStalled, false},
 	}
 	for _, tt := range tests {

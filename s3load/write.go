@@ -30,7 +30,7 @@ func (d *download) copyPart(ctx context.Context, p *part) (int64, error) {
 		if n > 0 {
 			off := p.start + done
 			if _, werr := d.w.WriteAt((*buf)[:n], off); werr != nil {
-				return done, &Error{Object: d.obj, Op: "write", Start: off, End: off + int64(n) - 1, Attempt: p.attempt, Err: werr}
+				return done, &Error{Object: d.obj, Op: "write", Start: off, End: off + int64(n) - 1, Attempt: p.attempt, Err: werr, kind: ErrDestination}
 			}
 			done += int64(n)
 			d.written(p, (*buf)[:n])
@@ -42,7 +42,7 @@ func (d *download) copyPart(ctx context.Context, p *part) (int64, error) {
 			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 				err = fmt.Errorf("body ended %d bytes early: %w", want-done, io.ErrUnexpectedEOF)
 			}
-			return done, &Error{Object: d.obj, Op: "GetObject", Start: p.start, End: p.end, Attempt: p.attempt, Err: err}
+			return done, (&Error{Object: d.obj, Op: "GetObject", Start: p.start, End: p.end, Attempt: p.attempt, Err: err}).classify()
 		}
 	}
 	return done, nil
