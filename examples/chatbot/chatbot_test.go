@@ -107,9 +107,13 @@ func newTestServer(t *testing.T, cfg config) *testServer {
 	t.Helper()
 	logs := &logBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, nil))
-	l := startLoad(context.Background(), cfg, logger)
+	// Metric lines go with the logs, as under Lambda.
+	met := &metrics{w: logs, namespace: cfg.MetricsNamespace, dims: map[string]string{"FunctionName": cfg.FunctionName, dimensionModel: cfg.ModelName}, now: time.Now}
+	l := startLoad(context.Background(), cfg, logger, met)
 	t.Cleanup(l.close)
-	return serve(t, newServer(cfg, l, logger), logs)
+	s := newServer(cfg, l, logger)
+	s.metrics = met
+	return serve(t, s, logs)
 }
 
 func serve(t *testing.T, s *server, logs *logBuffer) *testServer {
@@ -311,11 +315,14 @@ func TestBadRequests(t *testing.T) {
 		{"malformed JSON", `{"messages":[`, 400, "malformed JSON"},
 		{"not an object", `[1,2]`, 400, "must be a JSON object"},
 		{"two values", `{"messages":[{"role":"user","content":"a"}]} {}`, 400, "more than one JSON value"},
-		{"unknown field", `{"messages":[{"role":"user","content":"a"}],"tools":[]}`, 400, `unknown field "tools"`},
-		{"unknown message field", `{"messages":[{"role":"user","content":"a","name":"x"}]}`, 400, `unknown field "name"`},
+		{"unknown field", `{"messages":[{"role":"user","content":"a"}],"colour":"blue"}`, 400, "`colour` is not supported: it is not a field of OpenAI's chat completions API"},
+		{"unknown message field", `{"messages":[{"role":"user","content":"a","mood":"x"}]}`, 400, "`messages[0].mood` is not supported"},
 		{"wrong type", `{"messages":[{"role":"user","content":"a"}],"max_tokens":"5"}`, 400, "max_tokens must be int"},
+		{"wrong type in a message", `{"messages":[{"role":"user","content":"a"},{"role":7}]}`, 400, "field messages[1].role must be string"},
+		{"message not an object", `{"messages":["hi"]}`, 400, "messages[0] must be a JSON object"},
 		{"no messages", `{"messages":[]}`, 400, "messages is empty"},
-		{"bad role", `{"messages":[{"role":"tool","content":"a"}]}`, 400, `role "tool" is not supported`},
+		{"bad role", `{"messages":[{"role":"narrator","content":"a"}]}`, 400, `role "narrator" is not supported`},
+		{"tool role", `{"messages":[{"role":"tool","content":"a","tool_call_id":"x"}]}`, 400, "`messages[0].role` is not supported: role \"tool\": this server has no function calling"},
 		{"image part", `{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, 400, `type "image_url" is not supported`},
 		{"assistant last", `{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"}]}`, 400, "end with a user message"},
 		{"max_tokens over the cap", `{"messages":[{"role":"user","content":"a"}],"max_tokens":65}`, 400, "between 1 and 64"},
