@@ -477,11 +477,18 @@ func TestClientDisconnect(t *testing.T) {
 	defer cancel()
 	// Hold generation at its second piece until the server has seen the
 	// client go: a tiny model would otherwise finish first.
+	var quiet int32
 	ts.afterPiece = func(rctx context.Context, n int) {
 		if n == 2 {
 			cancel()
 			select {
 			case <-rctx.Done():
+				// llama.cpp's complaints about the aborted computation
+				// would now be logged at Debug.
+				for deadline := time.Now().Add(time.Second); ts.load.cancelling.Load() != 1 && time.Now().Before(deadline); {
+					time.Sleep(time.Millisecond)
+				}
+				quiet = ts.load.cancelling.Load()
 			case <-time.After(10 * time.Second):
 			}
 		}
@@ -503,6 +510,9 @@ func TestClientDisconnect(t *testing.T) {
 	}
 	if n := recs[0]["generated_tokens"].(float64); n >= 1000 || n < 2 {
 		t.Errorf("generated %v tokens, want generation stopped at the disconnect", n)
+	}
+	if recs[0]["level"] != "INFO" || quiet != 1 || ts.load.cancelling.Load() != 0 {
+		t.Errorf("level %v; cancelling while cancelled %d, after %d", recs[0]["level"], quiet, ts.load.cancelling.Load())
 	}
 	// The slot is free again.
 	ts.afterPiece = nil
@@ -561,6 +571,18 @@ func TestLoadFromMinIO(t *testing.T) {
 				if _, ok := recs[0][k].(float64); !ok {
 					t.Errorf("cold start log line lacks %s: %v", k, recs[0])
 				}
+			}
+			// And as embedded metrics, with the download's figures.
+			var cold map[string]float64
+			for line := range strings.Lines(ts.logs.String()) {
+				if strings.Contains(line, `"cold_start"`) {
+					if cold, _, err = checkEMF([]byte(line)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if cold["ModelBytes"] != float64(size) || cold["Download"] <= 0 || cold["DownloadThroughput"] <= 0 || cold["Verify"] < 0 {
+				t.Errorf("cold start metrics %v", cold)
 			}
 			resp = post(t, ctx, ts.url, `{"messages":[{"role":"user","content":"Hi"}],"max_tokens":3}`)
 			resp.Body.Close()

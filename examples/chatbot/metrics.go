@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"io"
+	"math"
 	"sync"
 	"time"
 )
@@ -58,6 +59,9 @@ func (m *metrics) put(ms []metric, props map[string]any) {
 	defs := make([]definition, 0, len(ms))
 	for _, x := range ms {
 		defs = append(defs, definition{x.name, x.unit})
+		if math.IsNaN(x.value) || math.IsInf(x.value, 0) {
+			x.value = 0 // JSON has no NaN; a lost line would lose them all
+		}
 		line[x.name] = x.value
 	}
 	line["_aws"] = map[string]any{
