@@ -9,9 +9,10 @@
 //	MODEL_URI=s3://bucket/model.gguf chatbot [-addr 127.0.0.1:8080]
 //
 // Endpoints: POST /v1/chat/completions (OpenAI chat API, with "stream": true
-// as server-sent events), GET / (a chat page), GET /healthz (load state and
-// cold-start breakdown). Configuration comes from the environment; see
-// README.md.
+// as server-sent events), GET /v1/models, GET / (a chat page), GET /healthz
+// (load state and cold-start breakdown). With AUTH_TYPE=NONE, /v1/ wants an
+// API key read at init from SSM or Secrets Manager. Configuration comes
+// from the environment; see README.md.
 package main
 
 import (
