@@ -206,6 +206,7 @@ func TestRequestFields(t *testing.T) {
 		{`"messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"1"}]},{"role":"user","content":"a"}]`, "messages[0].tool_calls", "function calling"},
 		{`"messages":[{"role":"tool","content":"4","tool_call_id":"1"}]`, "messages[0].role", "function calling"},
 		{`"messages":[{"role":"user","content":"a","audio":{"id":"x"}}]`, "messages[0].audio", "text only"},
+		{`"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://x/cat.png"}}]}]`, "messages[0].content", "text only"},
 	} {
 		body := `{"messages":[{"role":"user","content":"Hi"}],` + tc.body + `}`
 		if strings.HasPrefix(tc.body, `"messages"`) {

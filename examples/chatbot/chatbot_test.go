@@ -323,7 +323,7 @@ func TestBadRequests(t *testing.T) {
 		{"no messages", `{"messages":[]}`, 400, "messages is empty"},
 		{"bad role", `{"messages":[{"role":"narrator","content":"a"}]}`, 400, `role "narrator" is not supported`},
 		{"tool role", `{"messages":[{"role":"tool","content":"a","tool_call_id":"x"}]}`, 400, "`messages[0].role` is not supported: role \"tool\": this server has no function calling"},
-		{"image part", `{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, 400, `type "image_url" is not supported`},
+		{"image part", `{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, 400, "`messages[0].content` is not supported: a part of type \"image_url\": the model reads text only"},
 		{"assistant last", `{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"}]}`, 400, "end with a user message"},
 		{"max_tokens over the cap", `{"messages":[{"role":"user","content":"a"}],"max_tokens":65}`, 400, "between 1 and 64"},
 		{"max_tokens zero", `{"messages":[{"role":"user","content":"a"}],"max_completion_tokens":0}`, 400, "between 1 and 64"},

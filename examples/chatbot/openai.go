@@ -129,12 +129,17 @@ func (t *textContent) UnmarshalJSON(b []byte) error {
 			sb.WriteString(p.Text)
 		case "refusal":
 		default:
-			return fmt.Errorf("content part of type %q is not supported: the model reads text only", p.Type)
+			return &fieldError{param: "content", why: fmt.Sprintf("a part of type %q: the model reads text only", p.Type)}
 		}
 	}
 	*t = textContent(sb.String())
 	return nil
 }
+
+// fieldError is a value that a field's decoder refuses as unsupported.
+type fieldError struct{ param, why string }
+
+func (e *fieldError) Error() string { return "`" + e.param + "` is not supported: " + e.why }
 
 // stopList is OpenAI's stop: a string or an array of strings.
 type stopList []string
@@ -374,6 +379,10 @@ func decodeStrict(data []byte, v any, prefix string) *apiError {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		var fe *fieldError
+		if errors.As(err, &fe) {
+			return unsupported(prefix+fe.param, fe.why)
+		}
 		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
 			name = prefix + strings.Trim(name, `"`)
 			return unsupported(name, "it is not a field of OpenAI's chat completions API, nor one of llama.cpp's that this server takes (top_k, min_p, reasoning_format)")
