@@ -210,3 +210,74 @@ func mapKeys(m map[string]string) []string {
 	}
 	return ks
 }
+
+// TestProcessAPIKey runs the bootstrap as a local server with
+// AUTH_TYPE=NONE: at init it reads the key from the SSM stand-in, then
+// answers 401 without it and 200 with it. With -log-json, as under
+// Lambda, its cold start and answers are embedded-metric lines.
+func TestProcessAPIKey(t *testing.T) {
+	bin := bootstrap(t)
+	a := &awsStandIn{params: map[string]string{"/chatbot/api-key": testKey}}
+	srv := httptest.NewServer(a)
+	defer srv.Close()
+	env := map[string]string{
+		"MODEL_URI": tinyModel, "THREADS": "1", "CONTEXT_SIZE": "1024", "MAX_TOKENS": "8",
+		"AUTH_TYPE": "NONE", "API_KEY_PARAMETER": "/chatbot/api-key", "AWS_ENDPOINT_URL_SSM": srv.URL,
+		"AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_REGION": "us-east-1",
+		"AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.DevNull, "AWS_SHARED_CREDENTIALS_FILE": os.DevNull,
+		"AWS_LAMBDA_FUNCTION_NAME": "my-function",
+	}
+	p := start(t, env, bin, "-addr", "127.0.0.1:0", "-log-json")
+	var base string
+	waitFor(t, "listening line", p, func() bool {
+		_, after, ok := strings.Cut(p.out.String(), `"msg":"listening","url":"`)
+		base, _, _ = strings.Cut(after, `"`)
+		return ok
+	})
+	waitFor(t, "a loaded model", p, func() bool {
+		resp, err := http.Get(base + "healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	for _, tc := range []struct {
+		key    string
+		status int
+	}{{"", 401}, {"sk-wrong", 401}, {testKey, 200}} {
+		req, _ := http.NewRequest(http.MethodPost, base+"v1/chat/completions", strings.NewReader(`{"messages":[{"role":"user","content":"Hi"}],"max_tokens":3}`))
+		if tc.key != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Errorf("key %q: %s, want %d", tc.key, resp.Status, tc.status)
+		}
+	}
+	if len(a.calls) != 1 || a.calls[0] != "AmazonSSM.GetParameter /chatbot/api-key" {
+		t.Errorf("calls to the stand-in %q", a.calls)
+	}
+	waitFor(t, "the answer's metrics", p, func() bool { return strings.Contains(p.out.String(), `"Event":"answer"`) })
+	var events []string
+	for line := range strings.Lines(p.out.String()) {
+		if !strings.Contains(line, `"_aws"`) {
+			continue
+		}
+		_, root, err := checkEMF([]byte(line))
+		if err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		if root["FunctionName"] != "my-function" {
+			t.Errorf("FunctionName %v", root["FunctionName"])
+		}
+		events = append(events, root["Event"].(string))
+	}
+	if strings.Join(events, ",") != "cold_start,answer" {
+		t.Errorf("metric lines %q, want the cold start and one answer", events)
+	}
+}
