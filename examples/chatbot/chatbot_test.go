@@ -107,9 +107,13 @@ func newTestServer(t *testing.T, cfg config) *testServer {
 	t.Helper()
 	logs := &logBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, nil))
-	l := startLoad(context.Background(), cfg, logger)
+	// Metric lines go with the logs, as under Lambda.
+	met := &metrics{w: logs, namespace: cfg.MetricsNamespace, dims: map[string]string{"FunctionName": cfg.FunctionName, dimensionModel: cfg.ModelName}, now: time.Now}
+	l := startLoad(context.Background(), cfg, logger, met)
 	t.Cleanup(l.close)
-	return serve(t, newServer(cfg, l, logger), logs)
+	s := newServer(cfg, l, logger)
+	s.metrics = met
+	return serve(t, s, logs)
 }
 
 func serve(t *testing.T, s *server, logs *logBuffer) *testServer {
@@ -311,12 +315,15 @@ func TestBadRequests(t *testing.T) {
 		{"malformed JSON", `{"messages":[`, 400, "malformed JSON"},
 		{"not an object", `[1,2]`, 400, "must be a JSON object"},
 		{"two values", `{"messages":[{"role":"user","content":"a"}]} {}`, 400, "more than one JSON value"},
-		{"unknown field", `{"messages":[{"role":"user","content":"a"}],"tools":[]}`, 400, `unknown field "tools"`},
-		{"unknown message field", `{"messages":[{"role":"user","content":"a","name":"x"}]}`, 400, `unknown field "name"`},
+		{"unknown field", `{"messages":[{"role":"user","content":"a"}],"colour":"blue"}`, 400, "`colour` is not supported: it is not a field of OpenAI's chat completions API"},
+		{"unknown message field", `{"messages":[{"role":"user","content":"a","mood":"x"}]}`, 400, "`messages[0].mood` is not supported"},
 		{"wrong type", `{"messages":[{"role":"user","content":"a"}],"max_tokens":"5"}`, 400, "max_tokens must be int"},
+		{"wrong type in a message", `{"messages":[{"role":"user","content":"a"},{"role":7}]}`, 400, "field messages[1].role must be string"},
+		{"message not an object", `{"messages":["hi"]}`, 400, "messages[0] must be a JSON object"},
 		{"no messages", `{"messages":[]}`, 400, "messages is empty"},
-		{"bad role", `{"messages":[{"role":"tool","content":"a"}]}`, 400, `role "tool" is not supported`},
-		{"image part", `{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, 400, `type "image_url" is not supported`},
+		{"bad role", `{"messages":[{"role":"narrator","content":"a"}]}`, 400, `role "narrator" is not supported`},
+		{"tool role", `{"messages":[{"role":"tool","content":"a","tool_call_id":"x"}]}`, 400, "`messages[0].role` is not supported: role \"tool\": this server has no function calling"},
+		{"image part", `{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, 400, "`messages[0].content` is not supported: a part of type \"image_url\": the model reads text only"},
 		{"assistant last", `{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"}]}`, 400, "end with a user message"},
 		{"max_tokens over the cap", `{"messages":[{"role":"user","content":"a"}],"max_tokens":65}`, 400, "between 1 and 64"},
 		{"max_tokens zero", `{"messages":[{"role":"user","content":"a"}],"max_completion_tokens":0}`, 400, "between 1 and 64"},
@@ -470,11 +477,18 @@ func TestClientDisconnect(t *testing.T) {
 	defer cancel()
 	// Hold generation at its second piece until the server has seen the
 	// client go: a tiny model would otherwise finish first.
+	var quiet int32
 	ts.afterPiece = func(rctx context.Context, n int) {
 		if n == 2 {
 			cancel()
 			select {
 			case <-rctx.Done():
+				// llama.cpp's complaints about the aborted computation
+				// would now be logged at Debug.
+				for deadline := time.Now().Add(time.Second); ts.load.cancelling.Load() != 1 && time.Now().Before(deadline); {
+					time.Sleep(time.Millisecond)
+				}
+				quiet = ts.load.cancelling.Load()
 			case <-time.After(10 * time.Second):
 			}
 		}
@@ -496,6 +510,9 @@ func TestClientDisconnect(t *testing.T) {
 	}
 	if n := recs[0]["generated_tokens"].(float64); n >= 1000 || n < 2 {
 		t.Errorf("generated %v tokens, want generation stopped at the disconnect", n)
+	}
+	if recs[0]["level"] != "INFO" || quiet != 1 || ts.load.cancelling.Load() != 0 {
+		t.Errorf("level %v; cancelling while cancelled %d, after %d", recs[0]["level"], quiet, ts.load.cancelling.Load())
 	}
 	// The slot is free again.
 	ts.afterPiece = nil
@@ -554,6 +571,18 @@ func TestLoadFromMinIO(t *testing.T) {
 				if _, ok := recs[0][k].(float64); !ok {
 					t.Errorf("cold start log line lacks %s: %v", k, recs[0])
 				}
+			}
+			// And as embedded metrics, with the download's figures.
+			var cold map[string]float64
+			for line := range strings.Lines(ts.logs.String()) {
+				if strings.Contains(line, `"cold_start"`) {
+					if cold, _, err = checkEMF([]byte(line)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if cold["ModelBytes"] != float64(size) || cold["Download"] <= 0 || cold["DownloadThroughput"] <= 0 || cold["Verify"] < 0 {
+				t.Errorf("cold start metrics %v", cold)
 			}
 			resp = post(t, ctx, ts.url, `{"messages":[{"role":"user","content":"Hi"}],"max_tokens":3}`)
 			resp.Body.Close()

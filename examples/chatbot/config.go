@@ -28,7 +28,38 @@ type config struct {
 	// LOAD_WAIT: how long a request waits for a model that is still
 	// loading, further bounded by the invocation's deadline.
 	LoadWait time.Duration
+	// LOAD_ATTEMPTS: how many times a failed model load is tried in all;
+	// LOAD_BACKOFF: the wait before the second attempt, doubled after.
+	LoadAttempts int
+	LoadBackoff  time.Duration
+
+	OnLambda bool // AWS_LAMBDA_RUNTIME_API is set
+
+	// AUTH_TYPE: "AWS_IAM" (the default: the Function URL checks SigV4
+	// signatures, the function nothing) or "NONE" (the URL is public: the
+	// function requires an API key, Authorization: Bearer, that it reads
+	// at init from API_KEY_PARAMETER, an SSM SecureString, or
+	// API_KEY_SECRET, a Secrets Manager secret).
+	AuthType        string
+	APIKeyParameter string
+	APIKeySecret    string
+
+	// CORS_ALLOW_ORIGINS: comma-separated origins ("https://app.example",
+	// or "*") whose pages may call the API. Locally, pages served from
+	// loopback (localhost, 127.0.0.1, [::1]) may always.
+	CORSOrigins []string
+
+	// METRICS_NAMESPACE: the CloudWatch namespace of the embedded-metric
+	// lines; FunctionName (AWS_LAMBDA_FUNCTION_NAME) is their dimension.
+	MetricsNamespace string
+	FunctionName     string
 }
+
+// Auth types.
+const (
+	authIAM  = "AWS_IAM"
+	authNone = "NONE"
+)
 
 // configFromEnv reads the configuration; getenv is os.Getenv outside tests.
 func configFromEnv(getenv func(string) string) (config, error) {
@@ -43,6 +74,21 @@ func configFromEnv(getenv func(string) string) (config, error) {
 		MaxPromptBytes: 64 << 10,
 		InitWait:       8 * time.Second,
 		LoadWait:       5 * time.Minute,
+		LoadAttempts:   3,
+		LoadBackoff:    time.Second,
+
+		OnLambda:         getenv("AWS_LAMBDA_RUNTIME_API") != "",
+		AuthType:         getenv("AUTH_TYPE"),
+		APIKeyParameter:  getenv("API_KEY_PARAMETER"),
+		APIKeySecret:     getenv("API_KEY_SECRET"),
+		MetricsNamespace: getenv("METRICS_NAMESPACE"),
+		FunctionName:     getenv("AWS_LAMBDA_FUNCTION_NAME"),
+	}
+	if c.MetricsNamespace == "" {
+		c.MetricsNamespace = "memload/chatbot"
+	}
+	if c.FunctionName == "" {
+		c.FunctionName = "chatbot"
 	}
 	if c.ModelURI == "" {
 		return c, fmt.Errorf("MODEL_URI is not set: give s3://bucket/key of a GGUF model (or a local path)")
@@ -59,6 +105,7 @@ func configFromEnv(getenv func(string) string) (config, error) {
 		{"CONTEXT_SIZE", &c.ContextSize, 16},
 		{"MAX_TOKENS", &c.MaxTokens, 1},
 		{"MAX_PROMPT_BYTES", &c.MaxPromptBytes, 1},
+		{"LOAD_ATTEMPTS", &c.LoadAttempts, 1},
 	}
 	for _, v := range ints {
 		if s := getenv(v.name); s != "" {
@@ -79,7 +126,7 @@ func configFromEnv(getenv func(string) string) (config, error) {
 	durations := []struct {
 		name string
 		p    *time.Duration
-	}{{"INIT_WAIT", &c.InitWait}, {"LOAD_WAIT", &c.LoadWait}}
+	}{{"INIT_WAIT", &c.InitWait}, {"LOAD_WAIT", &c.LoadWait}, {"LOAD_BACKOFF", &c.LoadBackoff}}
 	for _, v := range durations {
 		if s := getenv(v.name); s != "" {
 			d, err := time.ParseDuration(s)
@@ -87,6 +134,35 @@ func configFromEnv(getenv func(string) string) (config, error) {
 				return c, fmt.Errorf("%s=%q: want a duration such as 8s", v.name, s)
 			}
 			*v.p = d
+		}
+	}
+
+	switch c.AuthType {
+	case "":
+		c.AuthType = authIAM
+	case authIAM, authNone:
+	default:
+		return c, fmt.Errorf("AUTH_TYPE=%q: want AWS_IAM (the Function URL checks SigV4 signatures) or NONE (the function checks an API key)", c.AuthType)
+	}
+	if c.AuthType == authNone {
+		switch {
+		case c.APIKeyParameter == "" && c.APIKeySecret == "":
+			return c, fmt.Errorf("AUTH_TYPE=NONE without an API key: set API_KEY_PARAMETER (an SSM SecureString) or API_KEY_SECRET (a Secrets Manager secret) to the key clients must send as Authorization: Bearer; without one the function would answer anyone")
+		case c.APIKeyParameter != "" && c.APIKeySecret != "":
+			return c, fmt.Errorf("API_KEY_PARAMETER=%q and API_KEY_SECRET=%q are both set: give one", c.APIKeyParameter, c.APIKeySecret)
+		}
+	}
+
+	if s := getenv("CORS_ALLOW_ORIGINS"); s != "" {
+		for _, o := range strings.Split(s, ",") {
+			o = strings.TrimSpace(o)
+			if o == "" {
+				continue
+			}
+			if err := checkOrigin(o); err != nil {
+				return c, fmt.Errorf("CORS_ALLOW_ORIGINS: %w", err)
+			}
+			c.CORSOrigins = append(c.CORSOrigins, strings.TrimSuffix(o, "/"))
 		}
 	}
 	return c, nil

@@ -27,6 +27,7 @@ type coldStart struct {
 	Bytes      int64   `json:"bytes"`
 	Verified   string  `json:"verified,omitempty"` // checks passed, as s3load.Stats.Verified
 	Retries    int     `json:"retries,omitempty"`  // ranged GETs retried
+	Attempts   int     `json:"attempts"`           // loads tried, the last one included
 	ProcessMS  float64 `json:"process_ms"`         // process start to the load's start (runtime, config)
 	ConfigMS   float64 `json:"config_ms"`          // AWS configuration and credentials
 	DownloadMS float64 `json:"download_ms"`        // first request to last byte in memory
@@ -56,20 +57,45 @@ type loader struct {
 	phase string // "config", "download", "verify", "llama.cpp", "ready", "failed"
 
 	loaded, total atomic.Int64 // download progress
+
+	// cancelling counts generations being cancelled: while it is not
+	// zero, llama.cpp's errors about the aborted computation are logged
+	// at Debug, not as errors.
+	cancelling atomic.Int32
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// startLoad starts loading the model cfg names and returns at once.
-func startLoad(ctx context.Context, cfg config, logger *slog.Logger) *loader {
+// startLoad starts loading the model cfg names and returns at once. A
+// failed load is tried again after LoadBackoff, doubled each time, up to
+// LoadAttempts in all. A successful one is logged, and written to met as
+// embedded metrics.
+func startLoad(ctx context.Context, cfg config, logger *slog.Logger, met *metrics) *loader {
 	l := &loader{done: make(chan struct{}), phase: "config"}
+	llmLog := slog.New(&quietCancel{Handler: logger.Handler(), active: &l.cancelling})
 	go func() {
 		defer close(l.done)
-		l.model, l.cold, l.err = l.load(ctx, cfg, logger)
+		backoff := cfg.LoadBackoff
+		for attempt := 1; ; attempt++ {
+			l.model, l.cold, l.err = l.load(ctx, cfg, logger, llmLog)
+			l.cold.Attempts = attempt
+			if l.err == nil || attempt >= cfg.LoadAttempts || ctx.Err() != nil {
+				break
+			}
+			logger.Warn("model load failed; retrying", "uri", cfg.ModelURI, "attempt", attempt, "attempts", cfg.LoadAttempts,
+				"retry_in", backoff.String(), "err", l.err)
+			l.loaded.Store(0)
+			l.setPhase("retry")
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+			}
+			backoff *= 2
+		}
 		if l.err != nil {
 			l.setPhase("failed")
 			l.cold.Error = l.err.Error()
-			logger.Error("model load failed", "uri", cfg.ModelURI, "err", l.err)
+			logger.Error("model load failed", "uri", cfg.ModelURI, "attempts", l.cold.Attempts, "err", l.err)
 			return
 		}
 		l.setPhase("ready")
@@ -77,9 +103,36 @@ func startLoad(ctx context.Context, cfg config, logger *slog.Logger) *loader {
 		logger.Info("cold start", "uri", cfg.ModelURI, "bytes", c.Bytes, "verified", c.Verified,
 			"process_ms", c.ProcessMS, "config_ms", c.ConfigMS, "download_ms", c.DownloadMS,
 			"verify_ms", c.VerifyMS, "llama_load_ms", c.LlamaMS, "total_ms", c.TotalMS,
-			"download_mib_s", c.MiBPerSec, "retries", c.Retries, "threads", c.Threads, "template", c.Template)
+			"download_mib_s", c.MiBPerSec, "retries", c.Retries, "attempts", c.Attempts, "threads", c.Threads, "template", c.Template)
+		met.put(coldStartMetrics(c), map[string]any{"Event": "cold_start", "Template": c.Template, "Source": cfg.ModelURI})
 	}()
 	return l
+}
+
+// quietCancel logs llama.cpp's complaints about an aborted computation at
+// Debug while a generation is being cancelled: a client that goes away is
+// not an error.
+type quietCancel struct {
+	slog.Handler
+	active *atomic.Int32
+}
+
+func (q *quietCancel) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelError && q.active.Load() > 0 && strings.HasPrefix(r.Message, "llama.cpp: ") {
+		r.Level = slog.LevelDebug
+		if !q.Handler.Enabled(ctx, r.Level) {
+			return nil
+		}
+	}
+	return q.Handler.Handle(ctx, r)
+}
+
+func (q *quietCancel) WithAttrs(as []slog.Attr) slog.Handler {
+	return &quietCancel{Handler: q.Handler.WithAttrs(as), active: q.active}
+}
+
+func (q *quietCancel) WithGroup(name string) slog.Handler {
+	return &quietCancel{Handler: q.Handler.WithGroup(name), active: q.active}
 }
 
 func (l *loader) setPhase(p string) {
@@ -123,7 +176,7 @@ func (l *loader) close() {
 	}
 }
 
-func (l *loader) load(ctx context.Context, cfg config, logger *slog.Logger) (*llm.Model, coldStart, error) {
+func (l *loader) load(ctx context.Context, cfg config, logger, llmLog *slog.Logger) (*llm.Model, coldStart, error) {
 	start := time.Now()
 	c := coldStart{Source: cfg.ModelURI, ProcessMS: ms(start.Sub(processStart)), Threads: cfg.Threads, Context: cfg.ContextSize, Mmap: true}
 	llmOpts := func(o *llm.Options) {
@@ -134,7 +187,7 @@ func (l *loader) load(ctx context.Context, cfg config, logger *slog.Logger) (*ll
 		o.ContextSize = cfg.ContextSize
 		o.Template = cfg.Template
 		o.CloseFile = true
-		o.Logger = logger
+		o.Logger = llmLog
 	}
 	finish := func(m *llm.Model, llamaStart time.Time) (*llm.Model, coldStart, error) {
 		c.LlamaMS = ms(time.Since(llamaStart))

@@ -9,9 +9,10 @@
 //	MODEL_URI=s3://bucket/model.gguf chatbot [-addr 127.0.0.1:8080]
 //
 // Endpoints: POST /v1/chat/completions (OpenAI chat API, with "stream": true
-// as server-sent events), GET / (a chat page), GET /healthz (load state and
-// cold-start breakdown). Configuration comes from the environment; see
-// README.md.
+// as server-sent events), GET /v1/models, GET / (a chat page), GET /healthz
+// (load state and cold-start breakdown). With AUTH_TYPE=NONE, /v1/ wants an
+// API key read at init from SSM or Secrets Manager. Configuration comes
+// from the environment; see README.md.
 package main
 
 import (
@@ -50,21 +51,38 @@ func run() error {
 	}
 	hopts := &slog.HandlerOptions{Level: level}
 	var logger *slog.Logger
-	if *logJSON {
-		// Under Lambda, stdout goes to CloudWatch Logs.
-		logger = slog.New(slog.NewJSONHandler(os.Stdout, hopts))
-	} else {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, hopts))
-	}
-
 	cfg, err := configFromEnv(os.Getenv)
 	if err != nil {
 		return err
 	}
+	met := &metrics{namespace: cfg.MetricsNamespace, dims: map[string]string{"FunctionName": cfg.FunctionName, dimensionModel: cfg.ModelName}, now: time.Now}
+	if *logJSON {
+		// Under Lambda, stdout goes to CloudWatch Logs, which reads the
+		// embedded-metric lines among the logs.
+		out := &syncWriter{w: os.Stdout}
+		logger = slog.New(slog.NewJSONHandler(out, hopts))
+		met.w = out
+	} else {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, hopts))
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	l := startLoad(ctx, cfg, logger)
+	l := startLoad(ctx, cfg, logger, met)
 	srv := newServer(cfg, l, logger)
+	srv.metrics = met
+	if cfg.AuthType == authNone {
+		// While the model loads.
+		kctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		srv.apiKey, err = fetchAPIKey(kctx, cfg)
+		cancel()
+		if err != nil {
+			return err // never serve open by accident
+		}
+		logger.Info("API key read: /v1/ requires Authorization: Bearer", "parameter", cfg.APIKeyParameter, "secret", cfg.APIKeySecret)
+	} else if cfg.APIKeyParameter != "" || cfg.APIKeySecret != "" {
+		logger.Warn("API_KEY_PARAMETER and API_KEY_SECRET are ignored with AUTH_TYPE=AWS_IAM: the Function URL checks the callers")
+	}
 
 	if onLambda {
 		// Lambda's init phase lasts up to 10 s. Load within it when the
@@ -82,6 +100,7 @@ func run() error {
 			logger.Warn("model still loading at the end of the init budget: the first request waits for it",
 				"init_wait", cfg.InitWait, "phase", phase, "loaded_bytes", loaded, "total_bytes", total)
 		}
+		go exitWhenLoadFails(l, srv, logger, os.Exit)
 		lambdaurl.Start(srv) // does not return
 		return nil
 	}
@@ -108,3 +127,27 @@ func run() error {
 	}
 	return err
 }
+
+// exitWhenLoadFails ends the process once the model load has failed all
+// its attempts: Lambda then starts a fresh environment for the next
+// request, rather than this one answering 500 until Lambda recycles it. A
+// request that waited for the model is answered first.
+func exitWhenLoadFails(l *loader, s *server, logger *slog.Logger, exit func(int)) {
+	<-l.done
+	if l.err == nil {
+		return
+	}
+	// Take the slot: the request that held it has written its error, and
+	// no other starts.
+	select {
+	case s.slot <- struct{}{}:
+	case <-time.After(5 * time.Second):
+	}
+	time.Sleep(exitGrace) // for the runtime to send that answer
+	logger.Error("exiting: the model could not be loaded, so that Lambda starts a fresh environment",
+		"attempts", l.cold.Attempts, "err", l.err)
+	exit(1)
+}
+
+// exitGrace is how long exitWhenLoadFails lets the last answer travel.
+var exitGrace = 500 * time.Millisecond

@@ -1,5 +1,7 @@
 package main
 
+//go:generate go run ./sdkrecord -out testdata/sdk
+
 import (
 	"bytes"
 	"encoding/json"
@@ -12,35 +14,94 @@ import (
 	"github.com/memload/memload/llm"
 )
 
-// chatRequest is the subset of OpenAI's chat completion request that the
-// function understands. Other fields are refused, not ignored: a client that
-// asks for tools or logprobs should hear that it gets none.
+// chatRequest is OpenAI's chat completion request. Every field of the API
+// is listed: each is honoured, ignored because it cannot change the answer,
+// or refused with a 400 that says why (see check). A field that is not in
+// the API is refused too, so that a typo does not pass unnoticed.
 type chatRequest struct {
-	Model               string         `json:"model"`
-	Messages            []chatMessage  `json:"messages"`
-	Stream              bool           `json:"stream"`
-	StreamOptions       *streamOptions `json:"stream_options"`
-	MaxTokens           *int           `json:"max_tokens"`
-	MaxCompletionTokens *int           `json:"max_completion_tokens"`
-	Temperature         *float32       `json:"temperature"`
-	TopP                *float32       `json:"top_p"`
-	Seed                *int64         `json:"seed"`
-	Stop                stopList       `json:"stop"`
-	N                   *int           `json:"n"`
-	User                string         `json:"user"`
+	Model               string            `json:"model"` // ignored: one model is served
+	Messages            []json.RawMessage `json:"messages"`
+	Stream              bool              `json:"stream"`
+	StreamOptions       *streamOptions    `json:"stream_options"`
+	MaxTokens           *int              `json:"max_tokens"`
+	MaxCompletionTokens *int              `json:"max_completion_tokens"`
+	Temperature         *float32          `json:"temperature"`
+	TopP                *float32          `json:"top_p"`
+	Seed                *int64            `json:"seed"`
+	Stop                stopList          `json:"stop"`
+	N                   *int              `json:"n"`
+
+	// llama.cpp server's extensions, which its clients send.
+	TopK            *int     `json:"top_k"`
+	MinP            *float32 `json:"min_p"`
+	ReasoningFormat string   `json:"reasoning_format"`
+
+	// Accepted at their neutral value only: llm has no penalties, logit
+	// bias, log probabilities, grammars or tools.
+	FrequencyPenalty *float64          `json:"frequency_penalty"`
+	PresencePenalty  *float64          `json:"presence_penalty"`
+	LogitBias        map[string]any    `json:"logit_bias"`
+	Logprobs         *bool             `json:"logprobs"`
+	TopLogprobs      *int              `json:"top_logprobs"`
+	ResponseFormat   *responseFormat   `json:"response_format"`
+	Tools            []json.RawMessage `json:"tools"`
+	ToolChoice       json.RawMessage   `json:"tool_choice"`
+	Functions        []json.RawMessage `json:"functions"`
+	FunctionCall     json.RawMessage   `json:"function_call"`
+	Modalities       []string          `json:"modalities"`
+	Audio            json.RawMessage   `json:"audio"`
+	ReasoningEffort  json.RawMessage   `json:"reasoning_effort"`
+	Verbosity        json.RawMessage   `json:"verbosity"`
+	WebSearchOptions json.RawMessage   `json:"web_search_options"`
+	Moderation       json.RawMessage   `json:"moderation"`
+
+	// Ignored: bookkeeping, caching, billing and latency hints that cannot
+	// change the answer. parallel_tool_calls only matters with tools, and
+	// a prediction only makes OpenAI's answer faster.
+	User                 json.RawMessage `json:"user"`
+	Metadata             json.RawMessage `json:"metadata"`
+	Store                json.RawMessage `json:"store"`
+	ServiceTier          json.RawMessage `json:"service_tier"`
+	SafetyIdentifier     json.RawMessage `json:"safety_identifier"`
+	PromptCacheKey       json.RawMessage `json:"prompt_cache_key"`
+	PromptCacheRetention json.RawMessage `json:"prompt_cache_retention"`
+	PromptCacheOptions   json.RawMessage `json:"prompt_cache_options"`
+	ParallelToolCalls    json.RawMessage `json:"parallel_tool_calls"`
+	Prediction           json.RawMessage `json:"prediction"`
 }
 
 type streamOptions struct {
-	IncludeUsage bool `json:"include_usage"`
+	IncludeUsage       bool            `json:"include_usage"`
+	IncludeObfuscation json.RawMessage `json:"include_obfuscation"` // ignored: there is no padding to add
 }
 
-type chatMessage struct {
+type responseFormat struct {
+	Type       string          `json:"type"`
+	JSONSchema json.RawMessage `json:"json_schema"`
+}
+
+// requestMessage is a message of a request: what OpenAI's SDKs send,
+// including what they copy back from an answer (the Node SDK's stream
+// helper adds refusal and parsed; llama.cpp-style answers carry
+// reasoning_content).
+type requestMessage struct {
 	Role    string      `json:"role"`
 	Content textContent `json:"content"`
+
+	Name             string          `json:"name"`              // ignored: the templates have no names
+	Refusal          *string         `json:"refusal"`           // ignored: this model's answers are content
+	Parsed           json.RawMessage `json:"parsed"`            // ignored: the Node SDK's parsed content
+	Annotations      json.RawMessage `json:"annotations"`       // ignored: URL citations of web search
+	ReasoningContent json.RawMessage `json:"reasoning_content"` // ignored: templates drop earlier reasoning
+	ToolCalls        []any           `json:"tool_calls"`        // refused unless empty
+	ToolCallID       string          `json:"tool_call_id"`      // refused
+	FunctionCall     json.RawMessage `json:"function_call"`     // refused unless null
+	Audio            json.RawMessage `json:"audio"`             // refused unless null
 }
 
 // textContent is a message's content: a string, or an array of parts of
-// which only text parts are accepted.
+// which only text parts are accepted (and an assistant's refusal parts,
+// ignored).
 type textContent string
 
 func (t *textContent) UnmarshalJSON(b []byte) error {
@@ -63,14 +124,22 @@ func (t *textContent) UnmarshalJSON(b []byte) error {
 	}
 	var sb strings.Builder
 	for _, p := range parts {
-		if p.Type != "text" {
-			return fmt.Errorf("content part of type %q is not supported: only text", p.Type)
+		switch p.Type {
+		case "text":
+			sb.WriteString(p.Text)
+		case "refusal":
+		default:
+			return &fieldError{param: "content", why: fmt.Sprintf("a part of type %q: the model reads text only", p.Type)}
 		}
-		sb.WriteString(p.Text)
 	}
 	*t = textContent(sb.String())
 	return nil
 }
+
+// fieldError is a value that a field's decoder refuses as unsupported.
+type fieldError struct{ param, why string }
+
+func (e *fieldError) Error() string { return "`" + e.param + "` is not supported: " + e.why }
 
 // stopList is OpenAI's stop: a string or an array of strings.
 type stopList []string
@@ -109,50 +178,59 @@ func badRequest(format string, args ...any) *apiError {
 	return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Message: fmt.Sprintf(format, args...)}
 }
 
+// unsupported refuses a field, saying why.
+func unsupported(param, why string) *apiError {
+	return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "unsupported_parameter", Param: param,
+		Message: fmt.Sprintf("`%s` is not supported: %s", param, why)}
+}
+
+// chatCall is a checked request: what the handler and llm need.
+type chatCall struct {
+	stream       bool
+	includeUsage bool
+	rawReasoning bool // reasoning_format "none": thinking stays in content
+	msgs         []llm.Message
+	apply        func(*llm.ChatOptions)
+}
+
 // parseChatRequest reads and checks a request body against the limits in
-// cfg, and returns what llm needs.
-func parseChatRequest(body io.Reader, cfg config) (*chatRequest, []llm.Message, func(*llm.ChatOptions), *apiError) {
+// cfg.
+func parseChatRequest(body io.Reader, cfg config) (*chatCall, *apiError) {
 	data, err := io.ReadAll(body)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return nil, nil, nil, &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error",
+			return nil, &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error",
 				Message: fmt.Sprintf("request body exceeds %d bytes", tooBig.Limit)}
 		}
-		return nil, nil, nil, badRequest("reading the request body: %v", err)
+		return nil, badRequest("reading the request body: %v", err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var req chatRequest
-	if err := dec.Decode(&req); err != nil {
-		return nil, nil, nil, badRequest("malformed JSON body: %s", jsonError(err, data))
+	if aerr := decodeStrict(data, &req, ""); aerr != nil {
+		return nil, aerr
 	}
-	if dec.More() {
-		return nil, nil, nil, badRequest("malformed JSON body: more than one JSON value")
+	if aerr := req.check(); aerr != nil {
+		return nil, aerr
 	}
 
 	if len(req.Messages) == 0 {
-		return nil, nil, nil, badRequest("messages is empty: send at least one message")
+		return nil, badRequest("messages is empty: send at least one message")
 	}
 	msgs := make([]llm.Message, 0, len(req.Messages))
 	size := 0
-	for i, m := range req.Messages {
-		role := m.Role
-		switch role {
-		case "developer":
-			role = llm.RoleSystem
-		case llm.RoleSystem, llm.RoleUser, llm.RoleAssistant:
-		default:
-			return nil, nil, nil, badRequest("messages[%d].role %q is not supported: use system, user or assistant", i, m.Role)
+	for i, raw := range req.Messages {
+		m, aerr := parseMessage(raw, i)
+		if aerr != nil {
+			return nil, aerr
 		}
 		size += len(m.Content)
-		msgs = append(msgs, llm.Message{Role: role, Content: string(m.Content)})
+		msgs = append(msgs, m)
 	}
 	if size > cfg.MaxPromptBytes {
-		return nil, nil, nil, badRequest("the messages hold %d bytes of text; the limit is %d", size, cfg.MaxPromptBytes)
+		return nil, badRequest("the messages hold %d bytes of text; the limit is %d", size, cfg.MaxPromptBytes)
 	}
 	if msgs[len(msgs)-1].Role == llm.RoleAssistant {
-		return nil, nil, nil, badRequest("the last message is the assistant's: end with a user message")
+		return nil, badRequest("the last message is the assistant's: end with a user message")
 	}
 
 	maxTokens := cfg.MaxTokens
@@ -164,29 +242,44 @@ func parseChatRequest(body io.Reader, cfg config) (*chatRequest, []llm.Message, 
 			continue
 		}
 		if *v.n < 1 || *v.n > cfg.MaxTokens {
-			return nil, nil, nil, badRequest("%s is %d; it must be between 1 and %d", v.name, *v.n, cfg.MaxTokens)
+			return nil, badRequest("%s is %d; it must be between 1 and %d", v.name, *v.n, cfg.MaxTokens)
 		}
 		maxTokens = *v.n
 	}
 	if req.N != nil && *req.N != 1 {
-		return nil, nil, nil, badRequest("n is %d: only one choice is generated", *req.N)
+		return nil, badRequest("n is %d: only one choice is generated", *req.N)
 	}
 	if t := req.Temperature; t != nil && (*t < 0 || *t > 2) {
-		return nil, nil, nil, badRequest("temperature is %g; it must be between 0 and 2", *t)
+		return nil, badRequest("temperature is %g; it must be between 0 and 2", *t)
 	}
 	if p := req.TopP; p != nil && (*p <= 0 || *p > 1) {
-		return nil, nil, nil, badRequest("top_p is %g; it must be in (0, 1]", *p)
+		return nil, badRequest("top_p is %g; it must be in (0, 1]", *p)
+	}
+	if k := req.TopK; k != nil && *k < 0 {
+		return nil, badRequest("top_k is %d; it must be 0 (off) or more", *k)
+	}
+	if p := req.MinP; p != nil && (*p < 0 || *p > 1) {
+		return nil, badRequest("min_p is %g; it must be between 0 and 1", *p)
 	}
 	if len(req.Stop) > 4 {
-		return nil, nil, nil, badRequest("stop has %d strings; at most 4", len(req.Stop))
+		return nil, badRequest("stop has %d strings; at most 4", len(req.Stop))
 	}
 	for i, s := range req.Stop {
 		if s == "" {
-			return nil, nil, nil, badRequest("stop[%d] is empty", i)
+			return nil, badRequest("stop[%d] is empty", i)
 		}
 	}
+	call := &chatCall{stream: req.Stream, includeUsage: req.StreamOptions != nil && req.StreamOptions.IncludeUsage, msgs: msgs}
+	switch req.ReasoningFormat {
+	case "", "auto", "deepseek":
+	case "none":
+		call.rawReasoning = true
+	default:
+		return nil, &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "unsupported_value", Param: "reasoning_format",
+			Message: fmt.Sprintf("reasoning_format %q is not supported: use \"deepseek\" (or \"auto\", the default: thinking in reasoning_content) or \"none\" (the raw text in content)", req.ReasoningFormat)}
+	}
 	// Only what the request sets: llm's defaults stand for the rest.
-	apply := func(o *llm.ChatOptions) {
+	call.apply = func(o *llm.ChatOptions) {
 		o.MaxTokens = maxTokens
 		if req.Temperature != nil {
 			o.Temperature = *req.Temperature
@@ -194,16 +287,116 @@ func parseChatRequest(body io.Reader, cfg config) (*chatRequest, []llm.Message, 
 		if req.TopP != nil {
 			o.TopP = *req.TopP
 		}
+		if req.TopK != nil {
+			o.TopK = *req.TopK
+		}
+		if req.MinP != nil {
+			o.MinP = *req.MinP
+		}
 		if req.Seed != nil {
 			o.Seed = uint32(*req.Seed)
 		}
 		o.Stop = req.Stop
 	}
-	return &req, msgs, apply, nil
+	return call, nil
+}
+
+// check refuses the fields that are set to something this server cannot
+// do. Their neutral values (0, false, empty, null) pass.
+func (r *chatRequest) check() *apiError {
+	set := func(raw json.RawMessage) bool { return len(raw) > 0 && string(raw) != "null" }
+	switch {
+	case r.FrequencyPenalty != nil && *r.FrequencyPenalty != 0:
+		return unsupported("frequency_penalty", "the engine's sampler is not given penalties; send 0 or leave it out")
+	case r.PresencePenalty != nil && *r.PresencePenalty != 0:
+		return unsupported("presence_penalty", "the engine's sampler is not given penalties; send 0 or leave it out")
+	case len(r.LogitBias) > 0:
+		return unsupported("logit_bias", "the engine's sampler takes no token biases; send {} or leave it out")
+	case r.Logprobs != nil && *r.Logprobs:
+		return unsupported("logprobs", "answers carry no log probabilities")
+	case r.TopLogprobs != nil && *r.TopLogprobs != 0:
+		return unsupported("top_logprobs", "answers carry no log probabilities")
+	case r.ResponseFormat != nil && r.ResponseFormat.Type != "" && r.ResponseFormat.Type != "text":
+		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "unsupported_value", Param: "response_format",
+			Message: fmt.Sprintf("`response_format` %q is not supported: the engine has no grammar-constrained sampling, so JSON output cannot be guaranteed; ask for JSON in the prompt instead, or use {\"type\":\"text\"}", r.ResponseFormat.Type)}
+	case len(r.Tools) > 0:
+		return unsupported("tools", "this server has no function calling; send the conversation as text")
+	case len(r.Functions) > 0:
+		return unsupported("functions", "this server has no function calling")
+	case set(r.FunctionCall) && string(r.FunctionCall) != `"none"`:
+		return unsupported("function_call", "this server has no function calling")
+	case set(r.ToolChoice) && string(r.ToolChoice) != `"none"` && string(r.ToolChoice) != `"auto"`:
+		return unsupported("tool_choice", "this server has no function calling; only \"none\" or \"auto\" (with no tools) are accepted")
+	case set(r.Audio):
+		return unsupported("audio", "the model answers in text only")
+	case len(r.Modalities) > 1 || len(r.Modalities) == 1 && r.Modalities[0] != "text":
+		return unsupported("modalities", `the model answers in text only: send ["text"] or leave it out`)
+	case set(r.ReasoningEffort):
+		return unsupported("reasoning_effort", "the model's reasoning cannot be steered; a thinking model's reasoning comes as reasoning_content")
+	case set(r.Verbosity):
+		return unsupported("verbosity", "the model's answer length cannot be steered; use max_completion_tokens")
+	case set(r.WebSearchOptions):
+		return unsupported("web_search_options", "this server does not search the web")
+	case set(r.Moderation):
+		return unsupported("moderation", "this server runs no moderation model")
+	}
+	return nil
+}
+
+// parseMessage decodes and checks messages[i].
+func parseMessage(raw json.RawMessage, i int) (llm.Message, *apiError) {
+	var m requestMessage
+	field := fmt.Sprintf("messages[%d]", i)
+	if aerr := decodeStrict(raw, &m, field+"."); aerr != nil {
+		return llm.Message{}, aerr
+	}
+	role := m.Role
+	switch role {
+	case "developer":
+		role = llm.RoleSystem
+	case llm.RoleSystem, llm.RoleUser, llm.RoleAssistant:
+	case "tool", "function":
+		return llm.Message{}, unsupported(field+".role", fmt.Sprintf("role %q: this server has no function calling", m.Role))
+	default:
+		return llm.Message{}, badRequest("%s.role %q is not supported: use system, developer, user or assistant", field, m.Role)
+	}
+	switch {
+	case len(m.ToolCalls) > 0:
+		return llm.Message{}, unsupported(field+".tool_calls", "this server has no function calling")
+	case m.ToolCallID != "":
+		return llm.Message{}, unsupported(field+".tool_call_id", "this server has no function calling")
+	case len(m.FunctionCall) > 0 && string(m.FunctionCall) != "null":
+		return llm.Message{}, unsupported(field+".function_call", "this server has no function calling")
+	case len(m.Audio) > 0 && string(m.Audio) != "null":
+		return llm.Message{}, unsupported(field+".audio", "the model reads text only")
+	}
+	return llm.Message{Role: role, Content: string(m.Content)}, nil
+}
+
+// decodeStrict decodes one JSON object into v, refusing fields v does not
+// have; prefix names where v sits in the request ("messages[2].").
+func decodeStrict(data []byte, v any, prefix string) *apiError {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var fe *fieldError
+		if errors.As(err, &fe) {
+			return unsupported(prefix+fe.param, fe.why)
+		}
+		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			name = prefix + strings.Trim(name, `"`)
+			return unsupported(name, "it is not a field of OpenAI's chat completions API, nor one of llama.cpp's that this server takes (top_k, min_p, reasoning_format)")
+		}
+		return badRequest("malformed JSON body: %s", jsonError(err, data, prefix))
+	}
+	if dec.More() {
+		return badRequest("malformed JSON body: more than one JSON value")
+	}
+	return nil
 }
 
 // jsonError says where a body went wrong.
-func jsonError(err error, data []byte) string {
+func jsonError(err error, data []byte, prefix string) string {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	switch {
@@ -211,7 +404,10 @@ func jsonError(err error, data []byte) string {
 		return fmt.Sprintf("%v (at byte %d)", syn, syn.Offset)
 	case errors.As(err, &typ):
 		if typ.Field != "" {
-			return fmt.Sprintf("field %s must be %s, not %s", typ.Field, typ.Type, typ.Value)
+			return fmt.Sprintf("field %s%s must be %s, not %s", prefix, typ.Field, typ.Type, typ.Value)
+		}
+		if prefix != "" {
+			return fmt.Sprintf("%s must be a JSON object, not %s", strings.TrimSuffix(prefix, "."), typ.Value)
 		}
 		return fmt.Sprintf("the body must be a JSON object, not %s", typ.Value)
 	case errors.Is(err, io.EOF):
@@ -219,7 +415,11 @@ func jsonError(err error, data []byte) string {
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return fmt.Sprintf("the body ends early (after %d bytes)", len(data))
 	}
-	return strings.TrimPrefix(err.Error(), "json: ")
+	msg := strings.TrimPrefix(err.Error(), "json: ")
+	if prefix != "" {
+		msg = strings.TrimSuffix(prefix, ".") + ": " + msg
+	}
+	return msg
 }
 
 // Answers, non-streaming and streaming.
@@ -235,15 +435,23 @@ type chatResponse struct {
 }
 
 type chatChoice struct {
-	Index        int          `json:"index"`
-	Message      *chatMessage `json:"message,omitempty"`
-	Delta        *chatDelta   `json:"delta,omitempty"`
-	FinishReason *string      `json:"finish_reason"`
+	Index        int              `json:"index"`
+	Message      *responseMessage `json:"message,omitempty"`
+	Delta        *chatDelta       `json:"delta,omitempty"`
+	FinishReason *string          `json:"finish_reason"`
+}
+
+// responseMessage is the answer of a non-streamed request.
+type responseMessage struct {
+	Role             string `json:"role"`
+	Content          string `json:"content"`
+	ReasoningContent string `json:"reasoning_content,omitempty"` // a thinking model's reasoning
 }
 
 type chatDelta struct {
-	Role    string `json:"role,omitempty"`
-	Content string `json:"content,omitempty"`
+	Role             string `json:"role,omitempty"`
+	Content          string `json:"content,omitempty"`
+	ReasoningContent string `json:"reasoning_content,omitempty"`
 }
 
 type usage struct {

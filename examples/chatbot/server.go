@@ -40,6 +40,11 @@ type server struct {
 	// reports the load's progress.
 	progressEvery time.Duration
 
+	// apiKey, if set, is required on /v1/ as Authorization: Bearer.
+	apiKey string
+	// metrics receives a line per answer.
+	metrics *metrics
+
 	// afterPiece, if set, runs after each piece of an answer is handled.
 	// Tests use it to hold generation until the client has gone.
 	afterPiece func(ctx context.Context, n int)
@@ -50,10 +55,70 @@ func newServer(cfg config, l *loader, logger *slog.Logger) *server {
 	s.mux.HandleFunc("GET /{$}", s.page)
 	s.mux.HandleFunc("GET /healthz", s.health)
 	s.mux.HandleFunc("POST /v1/chat/completions", s.chat)
+	s.mux.HandleFunc("GET /v1/models", s.models)
+	s.mux.HandleFunc("GET /v1/models/{id...}", s.models)
+	s.mux.HandleFunc("/v1/", s.notFound)
 	return s
 }
 
-func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.cors(w, r) {
+		return
+	}
+	if s.apiKey != "" && strings.HasPrefix(r.URL.Path, "/v1/") {
+		if e := authorized(r, s.apiKey); e != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="chatbot"`)
+			s.log.Info("request refused", "path", r.URL.Path, "status", e.Status, "reason", e.Code)
+			writeError(w, e)
+			return
+		}
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// model is a model in OpenAI's shape.
+type model struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+}
+
+// models serves GET /v1/models and /v1/models/{id}: the one model served.
+func (s *server) models(w http.ResponseWriter, r *http.Request) {
+	m := model{ID: s.cfg.ModelName, Object: "model", Created: processStart.Unix(), OwnedBy: "memload"}
+	id := r.PathValue("id")
+	switch {
+	case r.URL.Path == "/v1/models":
+		writeJSON(w, http.StatusOK, struct {
+			Object string  `json:"object"`
+			Data   []model `json:"data"`
+		}{"list", []model{m}})
+	case id == m.ID:
+		writeJSON(w, http.StatusOK, m)
+	default:
+		writeError(w, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Param: "model", Code: "model_not_found",
+			Message: fmt.Sprintf("the model %q does not exist: this server serves %q", id, m.ID)})
+	}
+}
+
+// notFound answers the rest of /v1/ in OpenAI's error shape.
+func (s *server) notFound(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/v1/chat/completions":
+		w.Header().Set("Allow", "POST")
+		writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error",
+			Message: r.Method + " " + r.URL.Path + ": use POST"})
+		return
+	case "/v1/models":
+		w.Header().Set("Allow", "GET")
+		writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error",
+			Message: r.Method + " " + r.URL.Path + ": use GET"})
+		return
+	}
+	writeError(w, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url",
+		Message: fmt.Sprintf("unknown endpoint %s %s: this server has POST /v1/chat/completions, GET /v1/models and GET /v1/models/{id}", r.Method, r.URL.Path)})
+}
 
 func (s *server) page(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -68,6 +133,7 @@ type healthAnswer struct {
 	Loaded    int64      `json:"loaded_bytes"`
 	Total     int64      `json:"total_bytes"`
 	ColdStart *coldStart `json:"cold_start,omitempty"`
+	Auth      string     `json:"auth,omitempty"` // "api_key": /v1/ wants Authorization: Bearer
 	Busy      bool       `json:"busy"`
 	Requests  int64      `json:"requests"`
 	UptimeS   float64    `json:"uptime_s"`
@@ -77,6 +143,9 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 	phase, loaded, total := s.load.state()
 	a := healthAnswer{Status: "loading", Phase: phase, Model: s.cfg.ModelName, Loaded: loaded, Total: total,
 		Busy: len(s.slot) > 0, Requests: s.requests.Load(), UptimeS: time.Since(processStart).Seconds()}
+	if s.apiKey != "" {
+		a.Auth = "api_key"
+	}
 	code := http.StatusServiceUnavailable
 	if m, err := s.load.ready(); m != nil || err != nil {
 		cold := s.load.cold
@@ -96,6 +165,15 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 func writeError(w http.ResponseWriter, e *apiError) {
+	// OpenAI's SDKs retry 408, 409, 429 and 5xx unless told otherwise.
+	switch {
+	case e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable:
+		w.Header().Set("X-Should-Retry", "true")
+	case e.Status < 500, e.Code == "model_load_failed":
+		// The same request gets the same answer; a model that failed to
+		// load has had its retries already.
+		w.Header().Set("X-Should-Retry", "false")
+	}
 	writeJSON(w, e.Status, struct {
 		Error *apiError `json:"error"`
 	}{e})
@@ -106,7 +184,7 @@ func (s *server) chat(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	s.requests.Add(1)
 	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
-	req, msgs, apply, aerr := parseChatRequest(r.Body, s.cfg)
+	call, aerr := parseChatRequest(r.Body, s.cfg)
 	if aerr != nil {
 		s.log.Info("chat refused", "status", aerr.Status, "reason", aerr.Message)
 		writeError(w, aerr)
@@ -130,7 +208,7 @@ func (s *server) chat(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel = context.WithDeadline(ctx, d.Add(-deadlineMargin))
 		defer cancel()
 	}
-	out := &answer{w: w, rc: http.NewResponseController(w), stream: req.Stream, id: "chatcmpl-" + rand.Text(),
+	out := &answer{w: w, rc: http.NewResponseController(w), stream: call.stream, id: "chatcmpl-" + rand.Text(),
 		created: time.Now().Unix(), model: s.cfg.ModelName}
 
 	m, waited, aerr := s.waitModel(ctx, out)
@@ -139,24 +217,44 @@ func (s *server) chat(w http.ResponseWriter, r *http.Request) {
 		out.fail(aerr)
 		return
 	}
-	if waited > 0 && !req.Stream {
+	if waited > 0 && !call.stream {
 		w.Header().Set("X-Model-Wait", waited.Round(time.Millisecond).String())
 	}
 
-	var text strings.Builder
+	// A thinking model's reasoning goes to reasoning_content, unless the
+	// request wants the raw text.
+	var text, reasoning strings.Builder
+	emit := func(r, c string) error {
+		if !call.stream {
+			reasoning.WriteString(r)
+			text.WriteString(c)
+			return nil
+		}
+		return out.delta(r, c)
+	}
+	split := &reasoningSplitter{emit: emit}
+	splitting := thinks(m) && !call.rawReasoning
 	pieces := 0
-	st, err := m.Chat(ctx, msgs, func(piece string) error {
+	// While a cancelled generation unwinds, llama.cpp's complaints about
+	// the aborted computation are no errors.
+	stopQuiet := context.AfterFunc(ctx, func() { s.load.cancelling.Add(1) })
+	st, err := m.Chat(ctx, call.msgs, func(piece string) error {
 		pieces++
 		if s.afterPiece != nil {
 			defer s.afterPiece(ctx, pieces)
 		}
-		if !req.Stream {
-			text.WriteString(piece)
-			return nil
+		if splitting {
+			return split.write(piece)
 		}
-		return out.delta(piece)
-	}, apply)
-	attrs := []any{"stream", req.Stream, "prompt_tokens", st.PromptTokens, "prompt_tps", round1(st.PromptTokensPerSecond()),
+		return emit("", piece)
+	}, call.apply)
+	if err == nil && splitting {
+		err = split.flush()
+	}
+	if !stopQuiet() {
+		s.load.cancelling.Add(-1)
+	}
+	attrs := []any{"stream", call.stream, "prompt_tokens", st.PromptTokens, "prompt_tps", round1(st.PromptTokensPerSecond()),
 		"generated_tokens", st.GeneratedTokens, "generate_tps", round1(st.GenerateTokensPerSecond()),
 		"first_token_ms", ms(st.TimeToFirstToken), "waited_ms", ms(waited), "duration_ms", ms(time.Since(start))}
 	switch {
@@ -168,6 +266,7 @@ func (s *server) chat(w http.ResponseWriter, r *http.Request) {
 	case r.Context().Err() != nil:
 		// The client went away (locally) or the invocation ended.
 		s.log.Info("chat cancelled", append(attrs, "reason", context.Cause(r.Context()).Error())...)
+		s.answerMetrics(st, waited, start, call.stream, "cancelled")
 		return
 	case ctx.Err() != nil:
 		// Our own deadline, ahead of the function's timeout.
@@ -175,6 +274,7 @@ func (s *server) chat(w http.ResponseWriter, r *http.Request) {
 		s.log.Warn("chat cut short before the function's timeout", attrs...)
 	case out.writeErr != nil:
 		s.log.Info("chat cancelled", append(attrs, "reason", "write: "+out.writeErr.Error())...)
+		s.answerMetrics(st, waited, start, call.stream, "cancelled")
 		return
 	default:
 		s.log.Error("chat failed", append(attrs, "err", err)...)
@@ -182,16 +282,30 @@ func (s *server) chat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("chat", append(attrs, "finish_reason", st.FinishReason)...)
-	if req.Stream {
-		out.finish(st, req.StreamOptions != nil && req.StreamOptions.IncludeUsage)
+	s.answerMetrics(st, waited, start, call.stream, st.FinishReason)
+	if call.stream {
+		out.finish(st, call.includeUsage)
 		return
 	}
 	reason := st.FinishReason
 	writeJSON(w, http.StatusOK, chatResponse{
 		ID: out.id, Object: "chat.completion", Created: out.created, Model: out.model,
-		Choices: []chatChoice{{Message: &chatMessage{Role: llm.RoleAssistant, Content: textContent(text.String())}, FinishReason: &reason}},
+		Choices: []chatChoice{{Message: &responseMessage{Role: llm.RoleAssistant, Content: text.String(), ReasoningContent: reasoning.String()}, FinishReason: &reason}},
 		Usage:   usageOf(st), Timings: timingsOf(st),
 	})
+}
+
+// answerMetrics writes an answer's embedded metrics.
+func (s *server) answerMetrics(st llm.Stats, waited time.Duration, start time.Time, stream bool, finish string) {
+	s.metrics.put([]metric{
+		{"PromptTokens", unitCount, float64(st.PromptTokens)},
+		{"GeneratedTokens", unitCount, float64(st.GeneratedTokens)},
+		{"PromptTokensPerSecond", unitCountPerS, st.PromptTokensPerSecond()},
+		{"GenerationTokensPerSecond", unitCountPerS, st.GenerateTokensPerSecond()},
+		{"TimeToFirstToken", unitMS, ms(st.TimeToFirstToken)},
+		{"ModelWait", unitMS, ms(waited)},
+		{"AnswerDuration", unitMS, ms(time.Since(start))},
+	}, map[string]any{"Event": "answer", "FinishReason": finish, "Stream": stream})
 }
 
 func round1(f float64) float64 { return float64(int64(f*10+0.5)) / 10 }
@@ -311,15 +425,16 @@ func (a *answer) chunk(d *chatDelta, finish *string) chatResponse {
 	return c
 }
 
-// delta streams a piece of the answer; the first one carries the role.
-func (a *answer) delta(piece string) error {
+// delta streams a piece of the reasoning or of the answer; the first one
+// carries the role.
+func (a *answer) delta(reasoning, content string) error {
 	if !a.roleSent {
 		a.roleSent = true
 		if err := a.event(a.chunk(&chatDelta{Role: llm.RoleAssistant}, nil)); err != nil {
 			return err
 		}
 	}
-	return a.event(a.chunk(&chatDelta{Content: piece}, nil))
+	return a.event(a.chunk(&chatDelta{Content: content, ReasoningContent: reasoning}, nil))
 }
 
 // finish ends a streamed answer.

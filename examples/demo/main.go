@@ -287,6 +287,7 @@ func askOnce(ctx context.Context, url, question string, maxTokens int) error {
 	}
 	fmt.Printf("\n> %s\n", question)
 	sc := bufio.NewScanner(resp.Body)
+	thinking, answering := false, false
 	for sc.Scan() {
 		data, ok := strings.CutPrefix(sc.Text(), "data: ")
 		if !ok || data == "[DONE]" {
@@ -295,7 +296,8 @@ func askOnce(ctx context.Context, url, question string, maxTokens int) error {
 		var chunk struct {
 			Choices []struct {
 				Delta struct {
-					Content string `json:"content"`
+					Content          string `json:"content"`
+					ReasoningContent string `json:"reasoning_content"`
 				} `json:"delta"`
 			} `json:"choices"`
 			Timings *struct {
@@ -310,7 +312,17 @@ func askOnce(ctx context.Context, url, question string, maxTokens int) error {
 			return err
 		}
 		if len(chunk.Choices) > 0 {
-			fmt.Print(chunk.Choices[0].Delta.Content)
+			// A thinking model's reasoning comes first, apart from the answer.
+			d := chunk.Choices[0].Delta
+			if d.ReasoningContent != "" && !thinking {
+				thinking = true
+				fmt.Print("(thinking) ")
+			}
+			if d.Content != "" && thinking && !answering {
+				fmt.Print("\n(answer) ")
+			}
+			answering = answering || d.Content != ""
+			fmt.Print(d.ReasoningContent, d.Content)
 		}
 		if t := chunk.Timings; t != nil {
 			fmt.Printf("\n\n%d prompt tokens at %.1f tokens/s, first token after %.0f ms; %d tokens generated at %.1f tokens/s\n",
