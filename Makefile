@@ -1,24 +1,21 @@
 # memload's tasks. `make demo` and `make test` are all a fresh clone needs.
-#
-# cgo compiles llama.cpp (package llm) with these flags. Without them ggml
-# has no SIMD kernels and inference is 15-30x slower; every change to them
-# costs a full 4-minute rebuild, so every target uses the same ones.
 GOARCH := $(shell go env GOARCH)
-ifeq ($(GOARCH),arm64)
-SIMD_FLAGS := -O3 -march=armv8.2-a+fp16+dotprod
-else
-SIMD_FLAGS := -O3 -march=x86-64-v3
-endif
-export CGO_CFLAGS := $(SIMD_FLAGS)
-export CGO_CXXFLAGS := $(SIMD_FLAGS)
-
 BIN := $(CURDIR)/.bin
 MINIO_MODULE := github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c
 export MEMLOAD_MINIO := $(BIN)/minio
+# llama.cpp release v0.5.0, prebuilt with GGML_BACKEND_DL=ON GGML_CPU_ALL_VARIANTS=ON
+# (every CPU variant, picked at run time), as node-llama-cpp ships it on npm.
+# The integrity is the npm registry's (npm view PACKAGE dist.integrity); the
+# tarball is checked against it before it is unpacked.
+LLAMA_NPM_VERSION := 3.22.1
+LLAMA_INTEGRITY_linux-x64 := sha512-5uCCDNqWCNfaAm8aR/Uzxbo4HBpKgNF91kCHPepKhgMgV2OAmatoefbOlMihsqCiH2Od35E/eUHQCFbfRBJuOg==
+LLAMA_INTEGRITY_linux-arm64 := sha512-W+7naKCXX9/eEjjFmRS8vvx91QyLXDbeFxexZc3bh/PtQABZgmRL3C0AtYYXn4YGTj/3Qor4lWZn2tpjZFPLdQ==
+LLAMA_PLATFORM_amd64 := linux-x64
+LLAMA_PLATFORM_arm64 := linux-arm64
 RIE_MODULE := github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test check minio tools rie chromium chatbot zip bench bench-llm fuzz
+.PHONY: demo test check minio tools rie chromium llama chatbot zip bench bench-llm fuzz
 
 ## demo: run the Lambda chatbot locally: MinIO, a generated model, the chat page
 demo: minio chatbot
@@ -79,7 +76,29 @@ check:
 	go vet ./...
 	CGO_ENABLED=0 go build ./memfd/... ./s3load/...
 
-tools: minio rie chromium
+tools: minio rie chromium llama
+
+## llama: install llama.cpp's prebuilt libraries for ARCH into .bin/llama/ (from npm, checked against the pinned integrity)
+LLAMA_PLATFORM = $(LLAMA_PLATFORM_$(ARCH))
+LLAMA_DIR = $(BIN)/llama/$(LLAMA_PLATFORM)
+export MEMLOAD_LLAMA_LIB := $(BIN)/llama/$(LLAMA_PLATFORM_$(GOARCH))
+llama: $(LLAMA_DIR)/libllama.so
+$(BIN)/llama/%/libllama.so:
+	@command -v npm >/dev/null || { echo "make llama needs npm: $(SUDO) apt-get install -y npm"; exit 1; }
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	  pkg=@node-llama-cpp/$*@$(LLAMA_NPM_VERSION); \
+	  want='$(LLAMA_INTEGRITY_$*)'; \
+	  tgz=$$(cd "$$tmp" && npm pack --silent "$$pkg"); \
+	  got="sha512-$$(openssl dgst -sha512 -binary "$$tmp/$$tgz" | base64 -w0)"; \
+	  if [ "$$got" != "$$want" ]; then echo "$$pkg: integrity $$got, want $$want: not unpacked"; exit 1; fi; \
+	  mkdir -p "$$tmp/x" && tar -xzf "$$tmp/$$tgz" -C "$$tmp/x"; \
+	  rm -rf "$(BIN)/llama/$*.tmp" && mkdir -p "$(BIN)/llama/$*.tmp"; \
+	  cp "$$tmp"/x/package/bins/$*/lib*.so "$$tmp/x/package/LICENSE" "$(BIN)/llama/$*.tmp/"; \
+	  rm -f "$(BIN)/llama/$*.tmp/libllama-common.so"; \
+	  ln -s libllama.v0.5.0.so "$(BIN)/llama/$*.tmp/libllama.so"; \
+	  ln -s libggml.v0.5.0.so "$(BIN)/llama/$*.tmp/libggml.so"; \
+	  rm -rf "$(BIN)/llama/$*" && mv "$(BIN)/llama/$*.tmp" "$(BIN)/llama/$*"; \
+	  echo "installed $$pkg (llama.cpp v0.5.0) into $(BIN)/llama/$*"
 
 ## rie: build the AWS Lambda Runtime Interface Emulator into .bin/ (chatbot's end-to-end test)
 rie: $(BIN)/aws-lambda-rie
