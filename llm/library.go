@@ -229,10 +229,6 @@ var logCallback = sync.OnceValue(func() uintptr {
 })
 
 func logText(level int32, text string) {
-	logger := logSink.Load()
-	if logger == nil {
-		return
-	}
 	// llama.cpp logs lines in pieces (progress dots, CONT parts): join
 	// them and log whole lines. Its INFO level is chatty: Debug here.
 	l := &logLine
@@ -254,8 +250,15 @@ func logText(level int32, text string) {
 		return
 	}
 	l.buf.Reset()
+	logger, rec := logSink.Load(), repacking.Load()
 	for line := range strings.Lines(s) {
-		if line = strings.TrimSpace(line); line != "" {
+		if line = strings.TrimSpace(line); line == "" {
+			continue
+		}
+		if rec != nil {
+			rec.logLine(line)
+		}
+		if logger != nil {
 			logger.Log(context.Background(), l.level, "llama.cpp: "+line)
 		}
 	}

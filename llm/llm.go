@@ -212,10 +212,9 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, mf *memfd
 	loadMu.Lock()
 	defer loadMu.Unlock()
 	logSink.Store(o.Logger)
-	giveBack := mf != nil && !o.NoMmap && !o.NoRepack && !o.KeepRepacked
 	var rec *repackLog
-	if giveBack {
-		rec = recordRepack()
+	if mf != nil && !o.NoMmap && !o.NoRepack && !o.KeepRepacked {
+		rec = watchRepack(mf, h)
 		defer rec.stop()
 	}
 	o.Logger.Debug("llm: loading", "path", path, "arch", arch, "bytes", size, "template", tmpl.name,
@@ -257,22 +256,25 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, mf *memfd
 	// asked for.
 	m.ctxSize = min(ctxSize, int(llama.NCtx(m.lctx)))
 	m.batch = llama.BatchInit(int32(batch), 0, 1)
-	if giveBack {
-		rec.stop()
-		if err := m.giveBack(mf, h, rec); err != nil {
-			m.Close()
-			return nil, err
+	if rec != nil {
+		var err error
+		if m.given, err = rec.finish(h); err != nil {
+			o.Logger.Warn("llm: the memfd's pages of repacked weights are kept: "+errSealedHint(err), "path", path)
 		}
 	}
 	m.loadDur = time.Since(start)
 	o.Logger.Info("llm: loaded", "path", path, "arch", arch, "template", tmpl.name, "cpu", l.variant,
-		"repacked", m.repacked, "given back", m.given, "duration", m.loadDur)
+		"given back", m.given, "duration", m.loadDur)
 	return m, nil
 }
 
 // LoadDuration returns how long llama.cpp took to load the model and create
 // its context, after the header check.
 func (m *Model) LoadDuration() time.Duration { return m.loadDur }
+
+// GivenBack returns the bytes of the memfd given back to the kernel after
+// llama.cpp repacked their tensors (see [Options.KeepRepacked]).
+func (m *Model) GivenBack() int64 { return m.given }
 
 // Template returns the name of the chat template in use: llama.cpp's name
 // for its family (such as [TemplateChatML] or [TemplateLlama3]), or
