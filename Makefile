@@ -58,9 +58,16 @@ test: tools check
 bench: minio
 	go run ./internal/bench -rounds 5 -coldstart 3 -variants memload,memload:seed,manager,manager:16:16,transfermanager,manager+memfd,transfermanager+memfd,memload:16:16,memload:noreserve,net,floor,floor:noreserve,floor:map
 
-## bench-llm: llama.cpp load time, memory and speed on a 1.5B-shaped Q4_K_M model (generated once into .cache/models)
-bench-llm:
-	go run ./internal/benchllm -rounds 5
+## bench-llm: llama.cpp load time, memory and speed on a 1.5B-shaped Q4_K_M model (generated once into .cache/models),
+## side by side with the engine before llama.cpp v0.5.0 (ollama v0.11.4's cgo binding, built from git history)
+BENCH_OLD_REV := 205dbdd22b409819241d9b6fb56beca0f81c8dba
+BENCH_OLD := $(CURDIR)/.cache/benchllm-old-$(BENCH_OLD_REV)
+bench-llm: llama $(BENCH_OLD)/benchllm
+	go run ./internal/benchllm -rounds 3 -old $(BENCH_OLD)/benchllm
+$(BENCH_OLD)/benchllm:
+	rm -rf $(BENCH_OLD) && mkdir -p $(BENCH_OLD)/src
+	git archive $(BENCH_OLD_REV) | tar -x -C $(BENCH_OLD)/src
+	cd $(BENCH_OLD)/src && CGO_CFLAGS='-O3 -march=x86-64-v3' CGO_CXXFLAGS='-O3 -march=x86-64-v3' go build -o $@ ./internal/benchllm
 
 ## fuzz: a minute each for the URI and GGUF header parsers and s3load against a hostile server (FUZZTIME=10m for longer)
 FUZZTIME ?= 60s
