@@ -15,7 +15,7 @@ LLAMA_PLATFORM_arm64 := linux-arm64
 RIE_MODULE := github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test check minio tools rie chromium llama chatbot zip bench bench-llm fuzz
+.PHONY: demo test check minio tools rie chromium llama zip-libs chatbot zip bench bench-llm fuzz
 
 ## demo: run the Lambda chatbot locally: MinIO, a generated model, the chat page
 demo: minio chatbot
@@ -26,29 +26,41 @@ chatbot:
 	go build -o $(BIN)/chatbot ./examples/chatbot
 
 ## zip: build the chatbot's Lambda zip, dist/chatbot-$(ARCH).zip and dist/chatbot.zip (ARCH=amd64 or arm64)
-# provided.al2023 has glibc 2.34 and older libstdc++/libgcc: link those two
-# statically, and let lambdazip check the glibc symbol versions. Keep these
-# flags in step with lambdaBuildFlags in examples/chatbot/e2e_test.go.
+# The bootstrap is pure Go (CGO_ENABLED=0: llm reaches llama.cpp through
+# purego and libffi). lib/ holds llama.cpp's libraries with every CPU
+# variant of ARCH, libffi.so.8 (Debian's needs glibc 2.27) and a
+# libstdc++.so.6 linked from GCC 11's PIC archive (Debian's own needs glibc
+# 2.36; provided.al2023's is GCC 11's too); libgcc_s.so.1 is provided.al2023's.
+# lambdazip checks every ELF file against glibc 2.34. Keep these steps in
+# step with lambdaTask in examples/chatbot/e2e_test.go.
 ARCH ?= $(GOARCH)
-LAMBDA_TAGS := lambda.norpc
-LAMBDA_LDFLAGS := -s -w -extldflags '-static-libstdc++ -static-libgcc'
-ifeq ($(ARCH),$(GOARCH))
-ZIP_ENV :=
-else ifeq ($(ARCH),arm64)
-ZIP_ENV := GOARCH=arm64 CC=aarch64-linux-gnu-gcc CXX=aarch64-linux-gnu-g++ \
-	CGO_CFLAGS='-O3 -march=armv8.2-a+fp16+dotprod' CGO_CXXFLAGS='-O3 -march=armv8.2-a+fp16+dotprod'
-else ifeq ($(ARCH),amd64)
-ZIP_ENV := GOARCH=amd64 CC=x86_64-linux-gnu-gcc CXX=x86_64-linux-gnu-g++ \
-	CGO_CFLAGS='-O3 -march=x86-64-v3' CGO_CXXFLAGS='-O3 -march=x86-64-v3'
-else
+ifeq ($(filter $(ARCH),amd64 arm64),)
 $(error ARCH=$(ARCH): use amd64 or arm64)
 endif
-zip:
-	@if [ -n "$(ZIP_ENV)" ] && ! command -v $(if $(filter arm64,$(ARCH)),aarch64,x86_64)-linux-gnu-g++ >/dev/null; then \
-		echo "make zip ARCH=$(ARCH) needs a cross compiler: $(SUDO) apt-get install -y $(if $(filter arm64,$(ARCH)),gcc-aarch64-linux-gnu g++-aarch64-linux-gnu,gcc-x86-64-linux-gnu g++-x86-64-linux-gnu)"; exit 1; fi
-	$(ZIP_ENV) GOOS=linux CGO_ENABLED=1 go build -tags $(LAMBDA_TAGS) -ldflags "$(LAMBDA_LDFLAGS)" -o dist/$(ARCH)/bootstrap ./examples/chatbot
-	go run ./examples/chatbot/lambdazip -arch $(ARCH) -glibc 2.34 -o dist/chatbot-$(ARCH).zip dist/$(ARCH)/bootstrap
+LAMBDA_TAGS := lambda.norpc
+TRIPLET_amd64 := x86_64-linux-gnu
+TRIPLET_arm64 := aarch64-linux-gnu
+LIBFFI = /usr/lib/$(TRIPLET_$(ARCH))/libffi.so.8
+LIBFFI_PKG_amd64 := libffi8
+LIBFFI_PKG_arm64 := libffi8:arm64
+GCC11_PIC = $(if $(filter $(ARCH),$(GOARCH)),/usr/lib/gcc/$(TRIPLET_$(ARCH))/11,/usr/lib/gcc-cross/$(TRIPLET_$(ARCH))/11)
+GCC11_PKG = $(if $(filter $(ARCH),$(GOARCH)),libstdc++-11-pic,libstdc++-11-pic-$(ARCH)-cross gcc-$(TRIPLET_$(ARCH)))
+ZIP_CC = $(if $(filter $(ARCH),$(GOARCH)),gcc,$(TRIPLET_$(ARCH))-gcc)
+LIBSTDCXX = $(BIN)/libstdc++-gcc11/$(ARCH)/libstdc++.so.6
+zip: llama zip-libs
+	GOOS=linux GOARCH=$(ARCH) CGO_ENABLED=0 go build -tags $(LAMBDA_TAGS) -ldflags "-s -w" -o dist/$(ARCH)/bootstrap ./examples/chatbot
+	go run ./examples/chatbot/lambdazip -arch $(ARCH) -glibc 2.34 -llama $(LLAMA_DIR) -lib $(LIBFFI) -lib $(LIBSTDCXX) \
+		-o dist/chatbot-$(ARCH).zip dist/$(ARCH)/bootstrap
 	cp dist/chatbot-$(ARCH).zip dist/chatbot.zip   # what examples/chatbot/template.yaml deploys
+
+## zip-libs: libffi and a glibc-2.34 libstdc++ for ARCH's Lambda zip (installs Debian's packages when missing)
+zip-libs: $(LIBSTDCXX)
+	@[ -f $(LIBFFI) ] || { $(SUDO) apt-get update && $(SUDO) apt-get install -y $(LIBFFI_PKG_$(ARCH)); }
+$(BIN)/libstdc++-gcc11/%/libstdc++.so.6:
+	@[ -f $(GCC11_PIC)/libstdc++_pic.a ] || { $(SUDO) apt-get update && $(SUDO) apt-get install -y $(GCC11_PKG); }
+	mkdir -p $(dir $@)
+	$(ZIP_CC) -shared -nodefaultlibs -o $@ -Wl,--whole-archive $(GCC11_PIC)/libstdc++_pic.a -Wl,--no-whole-archive \
+		-Wl,--version-script=$(GCC11_PIC)/libstdc++_pic.map -Wl,-soname,libstdc++.so.6 -lc -lm -lgcc_s -lgcc
 
 ## test: install what the tests need, check formatting and vet, run all tests
 test: tools check
@@ -81,9 +93,9 @@ fuzz:
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
-	CGO_ENABLED=0 go build ./memfd/... ./s3load/...
+	CGO_ENABLED=0 go build ./...
 
-tools: minio rie chromium llama
+tools: minio rie chromium llama zip-libs
 
 ## llama: install llama.cpp's prebuilt libraries for ARCH into .bin/llama/ (from npm, checked against the pinned integrity)
 LLAMA_PLATFORM = $(LLAMA_PLATFORM_$(ARCH))
