@@ -15,7 +15,6 @@ require (
 	github.com/ebitengine/purego v0.10.0
 	github.com/hybridgroup/yzma v1.28.0
 	github.com/minio/crc64nvme v1.0.1
-	github.com/ollama/ollama v0.11.4
 	go.uber.org/goleak v1.3.0
 	golang.org/x/sync v0.25.0
 	golang.org/x/sys v0.50.0

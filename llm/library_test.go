@@ -10,8 +10,31 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hybridgroup/yzma/pkg/llama"
+
 	"github.com/memload/memload/internal/testutil"
+	"github.com/memload/memload/llm/internal/gguf"
 )
+
+// TestTensorTypeSizes checks the GGUF parser's table of ggml types against
+// ggml itself, the library in use.
+func TestTensorTypeSizes(t *testing.T) {
+	if _, err := openLibrary(""); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	gguf.TensorTypes(func(id uint32, name string, block, size uint64) {
+		n++
+		gt := llama.GGMLType(id)
+		if b, s := llama.GGMLBlockSize(gt), llama.GGMLTypeSize(gt); uint64(b) != block || s != size ||
+			!strings.EqualFold(llama.GGMLTypeName(gt), name) {
+			t.Errorf("%s (%d): block %d, %d bytes; ggml says %s: %d, %d", name, id, block, size, llama.GGMLTypeName(gt), b, s)
+		}
+	})
+	if n < 20 {
+		t.Errorf("only %d types", n)
+	}
+}
 
 // TestLibraryErrors gives Load broken library directories: each gives an
 // ErrLibrary naming the file at fault and the command that fixes it,
