@@ -46,6 +46,12 @@ type ChatOptions struct {
 	// same answer. Default: a random seed per call.
 	Seed uint32
 
+	// NoPrefixReuse evaluates the whole prompt. By default a call reuses
+	// llama.cpp's KV cache for the longest common start of its prompt and
+	// the previous call's tokens (in a conversation: everything up to the
+	// last answer), and evaluates only the rest.
+	NoPrefixReuse bool
+
 	// Stop ends the answer before the first occurrence of any of these
 	// strings. Text that might begin a stop string is held back until it
 	// is known not to, so a stop string never reaches the callback, even
@@ -56,6 +62,7 @@ type ChatOptions struct {
 // Stats describe one [Model.Chat] call.
 type Stats struct {
 	PromptTokens     int           // tokens in the rendered prompt
+	CachedTokens     int           // of those, reused from the previous call's KV cache
 	PromptDuration   time.Duration // evaluating the prompt
 	GeneratedTokens  int           // tokens generated, without the end-of-turn token
 	GenerateDuration time.Duration // generating them, after the prompt
@@ -148,10 +155,24 @@ func (m *Model) generate(ctx context.Context, prompt string, onToken func(string
 	if err != nil {
 		return st, fmt.Errorf("llm: %w", err)
 	}
-	llama.MemoryClear(mem, true)
+	// Keep the KV cache of the common start of the prompt and the tokens
+	// the cache holds; at least the last prompt token is evaluated, for
+	// its logits.
+	n := 0
+	if !o.NoPrefixReuse {
+		for n < len(m.cached) && n < len(tokens)-1 && m.cached[n] == tokens[n] {
+			n++
+		}
+	}
+	if ok, _ := llama.MemorySeqRm(mem, 0, llama.Pos(n), -1); !ok || n == 0 {
+		llama.MemoryClear(mem, true)
+		n = 0
+	}
+	st.CachedTokens = n
+	m.cached = append(m.cached[:0], tokens[:n]...)
 
 	// Prompt, in batches; logits for its last token only.
-	for i := 0; i < len(tokens); i += m.batchMax {
+	for i := n; i < len(tokens); i += m.batchMax {
 		m.batch.Clear()
 		end := min(i+m.batchMax, len(tokens))
 		for j := i; j < end; j++ {
@@ -160,6 +181,7 @@ func (m *Model) generate(ctx context.Context, prompt string, onToken func(string
 		if err := m.decode(ctx); err != nil {
 			return st, err
 		}
+		m.cached = append(m.cached, tokens[i:end]...)
 	}
 	promptDone := time.Now()
 	st.PromptDuration = promptDone.Sub(start)
@@ -208,6 +230,7 @@ func (m *Model) generate(ctx context.Context, prompt string, onToken func(string
 		if err := m.decode(ctx); err != nil {
 			return st, err
 		}
+		m.cached = append(m.cached, tok)
 	}
 }
 

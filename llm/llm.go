@@ -125,6 +125,7 @@ type Model struct {
 	batch   llama.Batch
 	abortID uintptr
 	abort   *atomic.Bool
+	cached  []llama.Token // the tokens the KV cache holds, from position 0
 	closed  bool
 
 	traceToken func(id int) // tests: sees every sampled token
