@@ -51,8 +51,19 @@ func main() {
 	child := flag.String("child", "", "internal: run one configuration, given as mmap,threads")
 	repack := flag.Bool("repack", true, "internal: the child's repacking")
 	giveBack := flag.Bool("giveback", true, "internal: the child gives back repacked pages")
+	turns := flag.Int("turns", 8, "turns of the conversation that measures prompt reuse (0: none)")
+	conversation := flag.Bool("conversation", false, "internal: the child has the conversation")
 	flag.Parse()
 	log.SetFlags(0)
+
+	if *conversation {
+		r, err := converse(*modelPath, *child, *turns)
+		if err != nil {
+			log.Fatal(err)
+		}
+		json.NewEncoder(os.Stdout).Encode(r)
+		return
+	}
 
 	if *child != "" {
 		c := config{Repack: *repack, GiveBack: *giveBack}
@@ -121,6 +132,100 @@ func main() {
 		}
 	}
 	printReport(os.Stdout, path, fi.Size(), results)
+	if *turns > 0 {
+		for _, t := range strings.Split(*threads, ",") {
+			exe, _ := os.Executable()
+			log.Printf("conversation of %d turns, threads=%s", *turns, t)
+			cmd := exec.Command(exe, "-conversation", "-child", strings.TrimSpace(t), "-model", path, "-turns", strconv.Itoa(*turns))
+			cmd.Stderr = os.Stderr
+			out, err := cmd.Output()
+			if err != nil {
+				log.Fatal(err)
+			}
+			var r reuse
+			if err := json.Unmarshal(out, &r); err != nil {
+				log.Fatal(err)
+			}
+			if t == strings.Split(*threads, ",")[0] {
+				fmt.Printf("\nPrompt reuse: a %d-token system prompt, then %d turns (user question, 16-token greedy answer); the last turn's prompt (best variant, repack on, pages given back):\n\n", r.SystemTokens, *turns)
+				fmt.Println("| threads | last prompt tokens | reused | TTFT with reuse | TTFT evaluating it whole | speed-up |")
+				fmt.Println("|--------:|-------------------:|-------:|----------------:|-------------------------:|---------:|")
+			}
+			fmt.Printf("| %s | %d | %d | %.3f s | %.3f s | %.1f× |\n", t, r.LastPrompt, r.LastCached, r.WithReuse.Seconds(), r.Without.Seconds(),
+				r.Without.Seconds()/r.WithReuse.Seconds())
+		}
+	}
+}
+
+// reuse is what the conversation measured.
+type reuse struct {
+	SystemTokens, LastPrompt, LastCached int
+	WithReuse, Without                   time.Duration // TTFT of the last turn
+}
+
+// converse has a conversation twice on one loaded model, evaluating every
+// prompt whole and then reusing the KV cache, and reports the last turn's
+// time to first token both ways.
+func converse(path, threads string, turns int) (reuse, error) {
+	var r reuse
+	n, err := strconv.Atoi(threads)
+	if err != nil {
+		return r, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return r, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return r, err
+	}
+	mf, err := memfd.New("model.gguf", fi.Size())
+	if err != nil {
+		return r, err
+	}
+	if _, err := io.Copy(io.NewOffsetWriter(mf, 0), f); err != nil {
+		return r, err
+	}
+	ctx := context.Background()
+	m, err := llm.LoadFile(ctx, mf, func(o *llm.Options) { o.Threads, o.CloseFile = n, true })
+	if err != nil {
+		return r, err
+	}
+	defer m.Close()
+	run := func(noReuse bool) (llm.Stats, llm.Stats, error) {
+		msgs := []llm.Message{{Role: llm.RoleSystem, Content: prompt(153)}} // about 400 tokens
+		var first, st llm.Stats
+		for i := range turns {
+			msgs = append(msgs, llm.Message{Role: llm.RoleUser, Content: fmt.Sprintf("Question %d: %s?", i+1, prompt(8+i))})
+			var answer strings.Builder
+			var err error
+			st, err = m.Chat(ctx, msgs, func(s string) error { answer.WriteString(s); return nil }, func(o *llm.ChatOptions) {
+				o.Temperature, o.MaxTokens, o.NoPrefixReuse = 0, 16, noReuse
+			})
+			if err != nil {
+				return first, st, err
+			}
+			if i == 0 {
+				first = st
+			}
+			msgs = append(msgs, llm.Message{Role: llm.RoleAssistant, Content: answer.String()})
+		}
+		return first, st, nil
+	}
+	first, without, err := run(true)
+	if err != nil {
+		return r, err
+	}
+	_, with, err := run(false)
+	if err != nil {
+		return r, err
+	}
+	r.SystemTokens = first.PromptTokens
+	r.LastPrompt, r.LastCached = with.PromptTokens, with.CachedTokens
+	r.WithReuse, r.Without = with.TimeToFirstToken, without.TimeToFirstToken
+	return r, nil
 }
 
 type config struct {
