@@ -184,9 +184,9 @@ func (s Stats) String() string {
 }
 
 // Load downloads the object at uri (s3://bucket/key) into a new memfd.File
-// named after the key, verifies it, and seals it. An empty object gives an
-// empty file. On error no file is left open; if ctx ends first, the error
-// is ctx's.
+// named after the key, verifies it, and seals it (unless Options.NoSeal).
+// An empty object gives an empty file. On error no file is left open; if
+// ctx ends first, the error is ctx's.
 func (l *Loader) Load(ctx context.Context, uri string, optFns ...func(*Options)) (*memfd.File, Stats, error) {
 	var f *memfd.File
 	o := l.optionsFor(optFns)
