@@ -9,7 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/ollama/ollama/llama"
+	"github.com/hybridgroup/yzma/pkg/llama"
 )
 
 // ErrContextFull is matched by the error of [Model.Chat] when the prompt
@@ -46,6 +46,12 @@ type ChatOptions struct {
 	// same answer. Default: a random seed per call.
 	Seed uint32
 
+	// NoPrefixReuse evaluates the whole prompt. By default a call reuses
+	// llama.cpp's KV cache for the longest common start of its prompt and
+	// the previous call's tokens (in a conversation: everything up to the
+	// last answer), and evaluates only the rest.
+	NoPrefixReuse bool
+
 	// Stop ends the answer before the first occurrence of any of these
 	// strings. Text that might begin a stop string is held back until it
 	// is known not to, so a stop string never reaches the callback, even
@@ -56,6 +62,7 @@ type ChatOptions struct {
 // Stats describe one [Model.Chat] call.
 type Stats struct {
 	PromptTokens     int           // tokens in the rendered prompt
+	CachedTokens     int           // of those, reused from the previous call's KV cache
 	PromptDuration   time.Duration // evaluating the prompt
 	GeneratedTokens  int           // tokens generated, without the end-of-turn token
 	GenerateDuration time.Duration // generating them, after the prompt
@@ -118,9 +125,9 @@ func (m *Model) Chat(ctx context.Context, msgs []Message, onToken func(string) e
 	}
 	// Stop the C computation as soon as ctx is done. If the flag is being
 	// set, wait, so that it cannot be set during the next call.
-	m.abort.set(false)
+	m.abort.Store(false)
 	aborted := make(chan struct{})
-	stopAbort := context.AfterFunc(ctx, func() { m.abort.set(true); close(aborted) })
+	stopAbort := context.AfterFunc(ctx, func() { m.abort.Store(true); close(aborted) })
 	defer func() {
 		if !stopAbort() {
 			<-aborted
@@ -134,38 +141,47 @@ func (m *Model) Chat(ctx context.Context, msgs []Message, onToken func(string) e
 
 func (m *Model) generate(ctx context.Context, prompt string, onToken func(string) error, o ChatOptions) (st Stats, err error) {
 	start := time.Now()
-	tokens, err := m.model.Tokenize(prompt, true, true)
-	if err != nil {
-		return st, fmt.Errorf("llm: %w", err)
-	}
+	tokens := llama.Tokenize(m.vocab, prompt, true, true)
 	st.PromptTokens = len(tokens)
+	if len(tokens) == 0 {
+		return st, errors.New("llm: the prompt is no tokens")
+	}
 	if len(tokens) >= m.ctxSize {
 		return st, fmt.Errorf("%w: %d prompt tokens, %d-token context", ErrContextFull, len(tokens), m.ctxSize)
 	}
-	sp := llama.SamplingParams{
-		TopK: o.TopK, TopP: o.TopP, MinP: o.MinP, Temp: o.Temperature, Seed: o.Seed,
-		// Neutral values: ollama's zero values would filter or penalise.
-		TypicalP: 1, RepeatLastN: 64, PenaltyRepeat: 1,
-	}
-	if o.Temperature <= 0 {
-		sp.Temp, sp.TopK = 0, 1
-	}
-	sampler, err := llama.NewSamplingContext(m.model, sp)
+	sampler := newSampler(o)
+	defer llama.SamplerFree(sampler)
+	mem, err := llama.GetMemory(m.lctx)
 	if err != nil {
 		return st, fmt.Errorf("llm: %w", err)
 	}
-	m.lctx.KvCacheClear()
+	// Keep the KV cache of the common start of the prompt and the tokens
+	// the cache holds; at least the last prompt token is evaluated, for
+	// its logits.
+	n := 0
+	if !o.NoPrefixReuse {
+		for n < len(m.cached) && n < len(tokens)-1 && m.cached[n] == tokens[n] {
+			n++
+		}
+	}
+	if ok, _ := llama.MemorySeqRm(mem, 0, llama.Pos(n), -1); !ok || n == 0 {
+		llama.MemoryClear(mem, true)
+		n = 0
+	}
+	st.CachedTokens = n
+	m.cached = append(m.cached[:0], tokens[:n]...)
 
 	// Prompt, in batches; logits for its last token only.
-	for i := 0; i < len(tokens); i += m.batchMax {
+	for i := n; i < len(tokens); i += m.batchMax {
 		m.batch.Clear()
 		end := min(i+m.batchMax, len(tokens))
 		for j := i; j < end; j++ {
-			m.batch.Add(tokens[j], nil, j, j == len(tokens)-1, 0)
+			m.batch.Add(tokens[j], llama.Pos(j), seq0, j == len(tokens)-1)
 		}
 		if err := m.decode(ctx); err != nil {
 			return st, err
 		}
+		m.cached = append(m.cached, tokens[i:end]...)
 	}
 	promptDone := time.Now()
 	st.PromptDuration = promptDone.Sub(start)
@@ -173,21 +189,27 @@ func (m *Model) generate(ctx context.Context, prompt string, onToken func(string
 
 	out := streamer{stop: o.Stop, emit: onToken}
 	pos := len(tokens)
+	piece := make([]byte, 256)
 	for {
-		tok := sampler.Sample(m.lctx, m.batch.NumTokens()-1)
-		sampler.Accept(tok, false)
+		// llama_sampler_sample also accepts the token into the chain.
+		tok := llama.SamplerSample(sampler, m.lctx, -1)
 		if m.traceToken != nil {
-			m.traceToken(tok)
+			m.traceToken(int(tok))
 		}
 		if st.GeneratedTokens == 0 {
 			st.TimeToFirstToken = time.Since(start)
 		}
-		if m.model.TokenIsEog(tok) {
+		if llama.VocabIsEOG(m.vocab, tok) {
 			st.FinishReason = "stop"
 			return st, out.flush()
 		}
 		st.GeneratedTokens++
-		stopped, err := out.write(m.model.TokenToPiece(tok))
+		n := llama.TokenToPiece(m.vocab, tok, piece, 0, false)
+		if int(n) > len(piece) {
+			piece = make([]byte, n)
+			n = llama.TokenToPiece(m.vocab, tok, piece, 0, false)
+		}
+		stopped, err := out.write(string(piece[:max(n, 0)]))
 		if err != nil {
 			return st, err
 		}
@@ -203,23 +225,53 @@ func (m *Model) generate(ctx context.Context, prompt string, onToken func(string
 			return st, err
 		}
 		m.batch.Clear()
-		m.batch.Add(tok, nil, pos, true, 0)
+		m.batch.Add(tok, llama.Pos(pos), seq0, true)
 		pos++
 		if err := m.decode(ctx); err != nil {
 			return st, err
 		}
+		m.cached = append(m.cached, tok)
 	}
 }
 
+var seq0 = []llama.SeqId{0}
+
+// newSampler returns llama.cpp's sampler chain for o, in the order of its
+// command line tools: top-k, top-p, min-p, temperature, then a draw.
+func newSampler(o ChatOptions) llama.Sampler {
+	chain := llama.SamplerChainInit(llama.SamplerChainDefaultParams())
+	if o.Temperature <= 0 {
+		llama.SamplerChainAdd(chain, llama.SamplerInitGreedy())
+		return chain
+	}
+	if o.TopK > 0 {
+		llama.SamplerChainAdd(chain, llama.SamplerInitTopK(int32(o.TopK)))
+	}
+	if o.TopP < 1 {
+		llama.SamplerChainAdd(chain, llama.SamplerInitTopP(o.TopP, 1))
+	}
+	if o.MinP > 0 {
+		llama.SamplerChainAdd(chain, llama.SamplerInitMinP(o.MinP, 1))
+	}
+	llama.SamplerChainAdd(chain, llama.SamplerInitTemp(o.Temperature))
+	llama.SamplerChainAdd(chain, llama.SamplerInitDist(o.Seed))
+	return chain
+}
+
+// decode runs the batch. llama_decode returns 2 when the abort callback
+// stopped it, 1 when the KV cache has no room.
 func (m *Model) decode(ctx context.Context) error {
-	err := m.lctx.Decode(m.batch)
-	if err == nil {
+	rc, err := llama.Decode(m.lctx, m.batch)
+	if err == nil && rc == 0 {
 		return nil
 	}
-	if m.abort.isSet() {
+	if m.abort.Load() {
 		if cerr := ctx.Err(); cerr != nil {
 			return cerr
 		}
+	}
+	if err == nil {
+		err = fmt.Errorf("llama_decode returned %d", rc)
 	}
 	return fmt.Errorf("llm: decode: %w", err)
 }

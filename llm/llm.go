@@ -2,13 +2,15 @@
 // it from a path or straight from a [memfd.File], and streams its answers to
 // chat messages.
 //
-// The binding is the llama package of github.com/ollama/ollama v0.11.4,
-// which compiles its vendored llama.cpp with cgo from the module cache.
-// (github.com/go-skynet/go-llama.cpp cannot be used: its module zip lacks
-// the llama.cpp sources, a git submodule, and its 2023 llama.cpp cannot
-// load qwen2 models.) Build with CGO_CFLAGS and CGO_CXXFLAGS set to
-// "-O3 -march=x86-64-v3" on amd64: without them ggml has no AVX2 and runs
-// 15-30 times slower. [Load] logs a warning when that happened.
+// llama.cpp comes as prebuilt shared libraries, release [LibraryVersion],
+// built with every CPU variant: at run time ggml picks the fastest one this
+// CPU can run (AMX on a Sapphire Rapids Xeon, AVX2 on an AMD EPYC, and so
+// on), and [SystemInfo] says which. The binding is
+// github.com/hybridgroup/yzma over purego and libffi (libffi.so.8 must be
+// installed, or beside the libraries on Lambda's LD_LIBRARY_PATH): no cgo,
+// so the module builds with CGO_ENABLED=0. [Load] finds the libraries
+// through [Options.Library], $MEMLOAD_LLAMA_LIB or lib/ beside the
+// executable; `make llama` installs them.
 //
 // Before llama.cpp sees a file, [Load] checks its GGUF header in Go, so that
 // a truncated or foreign file gives an error matching [ErrInvalidModel]
@@ -24,10 +26,10 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
-	"unsafe"
 
-	"github.com/ollama/ollama/llama"
+	"github.com/hybridgroup/yzma/pkg/llama"
 
 	"github.com/memload/memload/llm/internal/gguf"
 	"github.com/memload/memload/memfd"
@@ -57,27 +59,47 @@ type Options struct {
 
 	// NoMmap makes llama.cpp read the file into buffers of its own instead
 	// of mapping it. For a memfd that only costs: the load copies every
-	// weight (4x slower for a 1.1 GB model) and, until CloseFile closes the
-	// memfd, holds two copies; afterwards the memory used and the speed are
-	// those of a mapped load, where llama.cpp computes from the memfd's
-	// pages directly. Use it when f is to be reused or changed after the
-	// load. See BENCHMARKS.md.
+	// weight and, until CloseFile closes the memfd, holds two copies;
+	// afterwards the memory used is that of a mapped load. Use it when f is
+	// to be reused or changed after the load. See BENCHMARKS.md.
 	NoMmap bool
+
+	// NoRepack keeps the weights in the file's layout. By default llama.cpp
+	// copies the tensors its CPU kernels can use faster into buffers of
+	// their own, laid out for them (AMX tiles, AVX2 interleaved blocks):
+	// prompts are 1.5-3x faster, and with a mapped file the mapped pages of
+	// those tensors are no longer read. See [Options.KeepRepacked].
+	NoRepack bool
+
+	// KeepRepacked keeps the memfd's pages of the tensors llama.cpp
+	// repacked. By default [LoadFile] gives them back to the kernel
+	// (fallocate PUNCH_HOLE) once the model is loaded, so that the weights
+	// are held once, not twice; this needs a memfd that is not sealed
+	// against writes (see memfd.File.PunchHole). A model loaded from a
+	// path, with NoMmap or with NoRepack has nothing to give back.
+	KeepRepacked bool
 
 	// CloseFile makes [LoadFile] close the memfd once llama.cpp is done with
 	// it: after the load, whether it succeeded or not. A mapped model keeps
 	// the memfd's pages until [Model.Close]; with NoMmap they are freed.
 	CloseFile bool
 
-	// Template overrides the model's chat template: a family name
-	// ([TemplateChatML], [TemplateDeepSeekR1], [TemplateLlama3]) or Jinja
-	// source in which one of them can be recognised.
+	// Template overrides the model's chat template: a name llama.cpp knows
+	// (such as [TemplateChatML], [TemplateLlama3], "mistral-v7", "gemma";
+	// see llama.cpp's llama_chat_builtin_templates), [TemplateDeepSeekR1],
+	// or Jinja source in which llama.cpp recognises one.
 	Template string
 
+	// Library is the directory holding llama.cpp's libraries (libllama.so,
+	// libggml.so, libggml-base.so and the libggml-cpu-*.so variants).
+	// Default: $MEMLOAD_LLAMA_LIB, else lib/ beside the executable. A
+	// process loads llama.cpp once: every Model uses the first directory.
+	Library string
+
 	// Logger receives load details, llama.cpp's own log (at Debug level,
-	// warnings and errors at theirs) and a warning when llama.cpp was
-	// built without SIMD. llama.cpp's log is process-wide: it goes to the
-	// Logger of the most recently loaded Model. Default: discard.
+	// warnings and errors at theirs). llama.cpp's log is process-wide: it
+	// goes to the Logger of the most recently loaded Model. Default:
+	// discard.
 	Logger *slog.Logger
 }
 
@@ -86,20 +108,25 @@ type Options struct {
 type Model struct {
 	path     string
 	logger   *slog.Logger
+	lib      *library
 	tmpl     template
 	ctxSize  int
 	batchMax int
 	loadDur  time.Duration
+	given    int64 // bytes of the memfd given back after repacking
+	repacked int64 // bytes of the repack buffers
 
 	// sem serialises Chat and Close; holding it grants use of the fields
 	// below. llama.cpp contexts are not safe for concurrent use.
-	sem    chan struct{}
-	model  *llama.Model
-	lctx   *llama.Context
-	cctx   unsafe.Pointer // lctx's C pointer, nil if unavailable
-	batch  *llama.Batch
-	abort  abortFlag
-	closed bool
+	sem     chan struct{}
+	model   llama.Model
+	vocab   llama.Vocab
+	lctx    llama.Context
+	batch   llama.Batch
+	abortID uintptr
+	abort   *atomic.Bool
+	cached  []llama.Token // the tokens the KV cache holds, from position 0
+	closed  bool
 
 	traceToken func(id int) // tests: sees every sampled token
 }
@@ -116,16 +143,16 @@ func Load(ctx context.Context, path string, optFns ...func(*Options)) (*Model, e
 	if err != nil {
 		return nil, fmt.Errorf("llm: %w", err)
 	}
-	return load(ctx, path, f, fi.Size(), options(optFns))
+	return load(ctx, path, f, fi.Size(), nil, options(optFns))
 }
 
 // LoadFile loads the GGUF model held in the memory file f, through its
 // /proc/self/fd path. By default llama.cpp maps f and computes from its
 // pages: the model costs its size in memory once, not twice. See
-// [Options.CloseFile] and [Options.NoMmap].
+// [Options.CloseFile], [Options.NoMmap] and [Options.KeepRepacked].
 func LoadFile(ctx context.Context, f *memfd.File, optFns ...func(*Options)) (*Model, error) {
 	o := options(optFns)
-	m, err := load(ctx, f.Path(), f, f.Size(), o)
+	m, err := load(ctx, f.Path(), f, f.Size(), f, o)
 	if o.CloseFile {
 		if cerr := f.Close(); cerr != nil && err == nil {
 			m.Close()
@@ -146,10 +173,11 @@ func options(optFns []func(*Options)) Options {
 	return o
 }
 
-// loadMu serialises loads: llama.cpp's log sink is process-wide.
+// loadMu serialises loads: llama.cpp's log sink is process-wide, and the
+// repack log of a load tells which pages it may give back.
 var loadMu sync.Mutex
 
-func load(ctx context.Context, path string, r io.ReaderAt, size int64, o Options) (*Model, error) {
+func load(ctx context.Context, path string, r io.ReaderAt, size int64, mf *memfd.File, o Options) (*Model, error) {
 	if o.Threads <= 0 || o.ContextSize <= 0 || o.BatchSize <= 0 {
 		return nil, fmt.Errorf("llm: Threads (%d), ContextSize (%d) and BatchSize (%d) must be positive", o.Threads, o.ContextSize, o.BatchSize)
 	}
@@ -161,14 +189,6 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, o Options
 		return nil, fmt.Errorf("llm: read %s: %w", path, err)
 	}
 	arch, _ := h.String("general.architecture")
-	src := o.Template
-	if src == "" {
-		src, _ = h.String("tokenizer.chat_template")
-	}
-	tmpl, err := detectTemplate(src)
-	if err != nil {
-		return nil, err
-	}
 	ctxSize := o.ContextSize
 	if n, ok := h.Uint(arch + ".context_length"); ok && n > 0 && uint64(ctxSize) > n {
 		ctxSize = int(n)
@@ -177,48 +197,75 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, o Options
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	l, err := openLibrary(o.Library)
+	if err != nil {
+		return nil, err
+	}
+	src := o.Template
+	if src == "" {
+		src, _ = h.String("tokenizer.chat_template")
+	}
+	tmpl, err := detectTemplate(src)
+	if err != nil {
+		return nil, err
+	}
 
-	backendInit()
 	loadMu.Lock()
 	defer loadMu.Unlock()
 	logSink.Store(o.Logger)
-	info := SystemInfo()
-	if ok, want := hasSIMD(info); !ok {
-		o.Logger.Warn("llama.cpp was built without "+want+": inference is 15-30x slower; "+
-			"rebuild with CGO_CFLAGS and CGO_CXXFLAGS set to -O3 -march=x86-64-v3 (amd64)", "system", info)
+	var rec *repackLog
+	if mf != nil && !o.NoMmap && !o.NoRepack && !o.KeepRepacked {
+		rec = watchRepack(mf, h)
+		defer rec.stop()
 	}
 	o.Logger.Debug("llm: loading", "path", path, "arch", arch, "bytes", size, "template", tmpl.name,
-		"threads", o.Threads, "context", ctxSize, "mmap", !o.NoMmap, "system", info)
+		"threads", o.Threads, "context", ctxSize, "mmap", !o.NoMmap, "repack", !o.NoRepack, "system", l.String())
 
 	start := time.Now()
-	// LoadModelFromFile leaks its copy of the path (a few bytes per load).
-	model, err := llama.LoadModelFromFile(path, llama.ModelParams{UseMmap: !o.NoMmap})
+	mp := llama.ModelDefaultParams()
+	mp.LoadMode = llama.LoadModeMmap
+	if o.NoMmap {
+		mp.LoadMode = llama.LoadModeNone
+	}
+	mp.UseExtraBufts = 1
+	if o.NoRepack {
+		mp.UseExtraBufts = 0
+	}
+	model, err := llama.ModelLoadFromFile(path, mp)
 	if err != nil {
 		return nil, fmt.Errorf("llm: llama.cpp could not load %s (set Options.Logger to see why): %w", path, err)
 	}
-	lctx, err := llama.NewContextWithModel(model, llama.NewContextParams(ctxSize, batch, 1, o.Threads, false, ""))
-	if err != nil {
-		llama.FreeModel(model)
-		return nil, fmt.Errorf("llm: %s: %w", path, err)
-	}
-	cctx := contextPtr(lctx)
-	if cctx == nil {
-		o.Logger.Warn("llm: cannot reach llama.cpp's context: it will not be freed, and cancellation waits for the current batch")
-	}
-	disableEmbeddings(cctx)
-	b, err := llama.NewBatch(batch, 1, 0)
-	if err != nil {
-		freeContext(cctx)
-		llama.FreeModel(model)
-		return nil, fmt.Errorf("llm: %w", err)
-	}
+	cp := llama.ContextDefaultParams()
+	cp.NCtx, cp.NBatch, cp.NUbatch, cp.NSeqMax = uint32(ctxSize), uint32(batch), uint32(batch), 1
+	cp.NThreads, cp.NThreadsBatch = int32(o.Threads), int32(o.Threads)
+	cp.Embeddings = 0
 	m := &Model{
-		path: path, logger: o.Logger, tmpl: tmpl, ctxSize: contextSize(cctx, ctxSize), batchMax: batch,
-		loadDur: time.Since(start),
-		sem:     make(chan struct{}, 1),
-		model:   model, lctx: lctx, cctx: cctx, batch: b, abort: newAbortFlag(cctx),
+		path: path, logger: o.Logger, lib: l, tmpl: tmpl, batchMax: batch,
+		sem:   make(chan struct{}, 1),
+		model: model, vocab: llama.ModelGetVocab(model),
+		abortID: abortIDs.Add(1), abort: new(atomic.Bool),
 	}
-	o.Logger.Info("llm: loaded", "path", path, "arch", arch, "template", tmpl.name, "duration", m.loadDur)
+	aborts.Store(m.abortID, m.abort)
+	cp.AbortCallback, cp.AbortCallbackData = abortCallback(), m.abortID
+	m.lctx, err = llama.InitFromModel(model, cp)
+	if err != nil {
+		aborts.Delete(m.abortID)
+		llama.ModelFree(model)
+		return nil, fmt.Errorf("llm: %s: llama.cpp could not create a context of %d tokens: %w", path, ctxSize, err)
+	}
+	// llama.cpp pads the context (to 256 tokens); the window is the one
+	// asked for.
+	m.ctxSize = min(ctxSize, int(llama.NCtx(m.lctx)))
+	m.batch = llama.BatchInit(int32(batch), 0, 1)
+	if rec != nil {
+		var err error
+		if m.given, err = rec.finish(h); err != nil {
+			o.Logger.Warn("llm: the memfd's pages of repacked weights are kept: "+errSealedHint(err), "path", path)
+		}
+	}
+	m.loadDur = time.Since(start)
+	o.Logger.Info("llm: loaded", "path", path, "arch", arch, "template", tmpl.name, "cpu", l.variant,
+		"given back", m.given, "duration", m.loadDur)
 	return m, nil
 }
 
@@ -226,8 +273,19 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, o Options
 // its context, after the header check.
 func (m *Model) LoadDuration() time.Duration { return m.loadDur }
 
-// Template returns the name of the chat template family in use.
+// GivenBack returns the bytes of the memfd given back to the kernel after
+// llama.cpp repacked their tensors (see [Options.KeepRepacked]).
+func (m *Model) GivenBack() int64 { return m.given }
+
+// Template returns the name of the chat template in use: llama.cpp's name
+// for its family (such as [TemplateChatML] or [TemplateLlama3]), or
+// [TemplateDeepSeekR1].
 func (m *Model) Template() string { return m.tmpl.name }
+
+// Thinks reports whether the model reasons before it answers: its chat
+// template opens a reasoning block ("<think>") in the generation prompt, so
+// the answer starts with the reasoning and "</think>" ends it.
+func (m *Model) Thinks() bool { return m.tmpl.think }
 
 // Close frees the model and its context. It waits for a Chat in progress
 // to finish. Calling it again does nothing.
@@ -238,10 +296,14 @@ func (m *Model) Close() error {
 		return nil
 	}
 	m.closed = true
-	m.batch.Free()
-	freeContext(m.cctx)
-	llama.FreeModel(m.model)
-	m.abort.free()
-	m.model, m.lctx, m.batch = nil, nil, nil
+	if m.batch.Token != nil {
+		llama.BatchFree(m.batch)
+	}
+	if m.lctx != 0 {
+		llama.Free(m.lctx)
+	}
+	llama.ModelFree(m.model)
+	aborts.Delete(m.abortID)
+	m.model, m.lctx, m.batch = 0, 0, llama.Batch{}
 	return nil
 }

@@ -3,6 +3,7 @@
 package memfd_test
 
 import (
+	"bytes"
 	"fmt"
 	"log"
 	"os"
@@ -49,4 +50,32 @@ func ExampleFile_Map() {
 	}
 	fmt.Println(m)
 	// Output: [1 2 3 4]
+}
+
+// ExampleFile_PunchHole gives the memory of a part no longer needed back to
+// the kernel, as llm.LoadFile does for weights llama.cpp copied elsewhere,
+// and only then seals the file: the kernel refuses to punch a sealed one.
+func ExampleFile_PunchHole() {
+	page := int64(os.Getpagesize())
+	f, err := memfd.New("weights", 3*page)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer f.Close()
+	f.WriteAt(bytes.Repeat([]byte{7}, int(3*page)), 0)
+	if err := f.PunchHole(page, page); err != nil { // the middle page
+		log.Fatal(err)
+	}
+	b := make([]byte, 1)
+	var got []byte
+	for _, off := range []int64{0, page, 2 * page} {
+		f.ReadAt(b, off)
+		got = append(got, b[0])
+	}
+	fmt.Println(got)
+	f.Seal()
+	fmt.Println(f.PunchHole(0, page))
+	// Output:
+	// [7 0 7]
+	// punch hole memfd:weights: memfd: file is sealed
 }

@@ -94,6 +94,29 @@ func (f *File) Seal() error {
 	return nil
 }
 
+// PunchHole gives the memory of the n bytes at off back to the kernel
+// (fallocate PUNCH_HOLE): they read as zeros afterwards, in every mapping
+// of the file, and the file keeps its size. Only whole pages are freed:
+// partial pages at either end are zeroed. Once the file is sealed the
+// kernel forbids it, and PunchHole returns an error matching [ErrSealed]:
+// punch first, then seal.
+func (f *File) PunchHole(off, n int64) error {
+	if off < 0 || n < 0 || off+n > f.size {
+		return fmt.Errorf("memfd: punch %d bytes at %d of %s: outside its %d bytes", n, off, f.describe(), f.size)
+	}
+	if n == 0 {
+		return nil
+	}
+	err := unix.Fallocate(int(f.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+	if err != nil {
+		if errors.Is(err, unix.EPERM) && f.isSealed() {
+			return &os.PathError{Op: "punch hole", Path: f.describe(), Err: ErrSealed}
+		}
+		return fmt.Errorf("memfd: punch %d bytes at %d of %s: %w", n, off, f.describe(), err)
+	}
+	return nil
+}
+
 // Map returns a read-only shared mapping of the whole file, for zero-copy
 // readers such as hashes and parsers. Every call returns the same mapping;
 // it is unmapped by Close, after which touching it faults.

@@ -12,6 +12,9 @@ func New(name string, size int64, optFns ...func(*Options)) (*File, error) {
 // Seal returns [ErrUnsupported].
 func (f *File) Seal() error { return ErrUnsupported }
 
+// PunchHole returns [ErrUnsupported].
+func (f *File) PunchHole(off, n int64) error { return ErrUnsupported }
+
 // Map returns [ErrUnsupported].
 func (f *File) Map() ([]byte, error) { return nil, ErrUnsupported }
 

@@ -128,6 +128,59 @@ func TestSeal(t *testing.T) {
 	}
 }
 
+// TestPunchHole gives three pages back: they read as zeros through the
+// mapping and ReadAt, the kernel holds three pages fewer, the rest of the
+// file is intact; once sealed, punching is refused.
+func TestPunchHole(t *testing.T) {
+	const page = 4096
+	f := newFile(t, 8*page)
+	data := pattern(8 * page)
+	if _, err := f.WriteAt(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	m, err := f.Map()
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := func() int64 {
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Blocks * 512
+	}
+	before := blocks()
+	if err := f.PunchHole(2*page, 3*page); err != nil {
+		t.Fatal(err)
+	}
+	if freed := before - blocks(); freed != 3*page {
+		t.Errorf("freed %d bytes, want %d", freed, 3*page)
+	}
+	want := bytes.Clone(data)
+	clear(want[2*page : 5*page])
+	got := make([]byte, len(data))
+	if _, err := f.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) || !bytes.Equal(m, want) {
+		t.Error("after the punch the file does not read as the data with zeros in the hole")
+	}
+	for _, bad := range [][2]int64{{-1, 1}, {0, -1}, {7 * page, 2 * page}} {
+		if err := f.PunchHole(bad[0], bad[1]); err == nil {
+			t.Errorf("PunchHole(%d, %d): no error", bad[0], bad[1])
+		}
+	}
+	if err := f.Seal(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.PunchHole(0, page); !errors.Is(err, memfd.ErrSealed) {
+		t.Errorf("PunchHole after Seal: %v, want ErrSealed", err)
+	}
+	if !bytes.Equal(m[:page], data[:page]) {
+		t.Error("a refused punch changed the file")
+	}
+}
+
 func TestMap(t *testing.T) {
 	want := pattern(1 << 20)
 	f := newFile(t, int64(len(want)))

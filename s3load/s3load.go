@@ -117,6 +117,12 @@ type Options struct {
 	RestartOnChange bool
 	// MemfdOptions are passed to memfd.New by Load.
 	MemfdOptions []func(*memfd.Options)
+	// NoSeal makes Load leave the verified file unsealed, for a consumer
+	// that changes it before it is sealed: llm.LoadFile gives back the
+	// pages of weights llama.cpp repacked (memfd.File.PunchHole), which the
+	// kernel refuses once the file is sealed. Seal it afterwards if others
+	// are to rely on its contents.
+	NoSeal bool
 	// ClientOptions are applied to every S3 request, after the loader's
 	// own: those switch off the SDK's response checksum validation (ranged
 	// GETs carry no checksum to validate) and its log line about that, and
@@ -178,9 +184,9 @@ func (s Stats) String() string {
 }
 
 // Load downloads the object at uri (s3://bucket/key) into a new memfd.File
-// named after the key, verifies it, and seals it. An empty object gives an
-// empty file. On error no file is left open; if ctx ends first, the error
-// is ctx's.
+// named after the key, verifies it, and seals it (unless Options.NoSeal).
+// An empty object gives an empty file. On error no file is left open; if
+// ctx ends first, the error is ctx's.
 func (l *Loader) Load(ctx context.Context, uri string, optFns ...func(*Options)) (*memfd.File, Stats, error) {
 	var f *memfd.File
 	o := l.optionsFor(optFns)
@@ -192,7 +198,7 @@ func (l *Loader) Load(ctx context.Context, uri string, optFns ...func(*Options))
 		f, err = memfd.New(path.Base(obj.Key), size, o.MemfdOptions...)
 		return f, err
 	})
-	if err == nil {
+	if err == nil && !o.NoSeal {
 		if serr := f.Seal(); serr != nil {
 			err = &Error{Object: stats.Object, Op: "create", End: -1, Attempt: 1, Err: serr, kind: ErrDestination}
 		}

@@ -346,3 +346,27 @@ func TestNoChecksumLogNoise(t *testing.T) {
 func awsHTTPClient() *http.Client {
 	return &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 }
+
+// TestLoadNoSeal leaves the loaded file unsealed: its pages can be given
+// back (as llm.LoadFile does), and it can be sealed afterwards.
+func TestLoadNoSeal(t *testing.T) {
+	uri, want := putObject(t, 3<<20)
+	l := s3load.New(client(), func(o *s3load.Options) { o.NoSeal = true })
+	f, _, err := l.Load(context.Background(), uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if got := sha256File(t, f.Path()); got != want {
+		t.Errorf("sha256 = %s, want %s", got, want)
+	}
+	if err := f.PunchHole(0, 1<<20); err != nil {
+		t.Errorf("PunchHole of an unsealed load: %v", err)
+	}
+	if err := f.Seal(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.PunchHole(1<<20, 1<<20); !errors.Is(err, memfd.ErrSealed) {
+		t.Errorf("PunchHole after Seal: %v, want ErrSealed", err)
+	}
+}

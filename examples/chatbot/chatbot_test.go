@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -29,6 +30,13 @@ import (
 var tinyModel string
 
 func TestMain(m *testing.M) {
+	// go test without make: the llama.cpp libraries `make llama` installs.
+	if os.Getenv(llm.LibraryEnv) == "" {
+		if root, err := testutil.RepoRoot(); err == nil {
+			platform := map[string]string{"amd64": "linux-x64", "arm64": "linux-arm64"}[runtime.GOARCH]
+			os.Setenv(llm.LibraryEnv, filepath.Join(root, ".bin", "llama", platform))
+		}
+	}
 	dir, err := os.MkdirTemp("", "chatbot-test")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

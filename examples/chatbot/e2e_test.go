@@ -29,7 +29,29 @@ import (
 
 // lambdaBuildFlags are those of `make zip`; keep them in step with the
 // Makefile. The end-to-end tests run the bootstrap that a deployment would.
-var lambdaBuildFlags = []string{"-tags", "lambda.norpc", "-ldflags", "-s -w -extldflags '-static-libstdc++ -static-libgcc'"}
+var lambdaBuildFlags = []string{"-tags", "lambda.norpc", "-ldflags", "-s -w"}
+
+// zipLibs returns lambdazip's flags for the libraries the zip carries, as
+// `make zip` passes them (make llama zip-libs installs them).
+func zipLibs() ([]string, error) {
+	root, err := testutil.RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	platform := map[string]string{"amd64": "linux-x64", "arm64": "linux-arm64"}[runtime.GOARCH]
+	triplet := map[string]string{"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}[runtime.GOARCH]
+	llama := filepath.Join(root, ".bin", "llama", platform)
+	libs := []string{
+		filepath.Join("/usr/lib", triplet, "libffi.so.8"),
+		filepath.Join(root, ".bin", "libstdc++-gcc11", runtime.GOARCH, "libstdc++.so.6"),
+	}
+	for _, p := range append([]string{filepath.Join(llama, "libllama.so")}, libs...) {
+		if !fileExists(p) {
+			return nil, fmt.Errorf("%s is missing: run make llama zip-libs (make test does)", p)
+		}
+	}
+	return []string{"-llama", llama, "-lib", libs[0], "-lib", libs[1]}, nil
+}
 
 // lambdaTask builds the zip as `make zip` does (go build, then lambdazip's
 // checks) and unpacks it, as Lambda would, into a directory it returns.
@@ -40,13 +62,16 @@ var lambdaTask = sync.OnceValues(func() (string, error) {
 	}
 	cleanups = append(cleanups, func() { os.RemoveAll(dir) })
 	bin, zipPath := filepath.Join(dir, "bootstrap"), filepath.Join(dir, "function.zip")
-	// CGO_CFLAGS and CGO_CXXFLAGS come from the environment (the Makefile
-	// exports them), so that the build reuses the cached llama.cpp.
+	libs, err := zipLibs()
+	if err != nil {
+		return "", err
+	}
 	for _, args := range [][]string{
 		append(append([]string{"build"}, lambdaBuildFlags...), "-o", bin, "."),
-		{"run", "./lambdazip", "-glibc", "2.34", "-arch", runtime.GOARCH, "-o", zipPath, bin},
+		append(append([]string{"run", "./lambdazip", "-glibc", "2.34", "-arch", runtime.GOARCH}, libs...), "-o", zipPath, bin),
 	} {
 		cmd := exec.Command("go", args...)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return "", fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
@@ -166,10 +191,17 @@ func start(t *testing.T, env map[string]string, name string, args ...string) *pr
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Dir = filepath.Dir(name)
+	// The zip's bootstrap finds llama.cpp in lib/ beside it, not through
+	// $MEMLOAD_LLAMA_LIB; Lambda puts /var/task/lib on LD_LIBRARY_PATH
+	// (libffi.so.8 is found there).
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "AWS_") && !strings.HasPrefix(kv, "MODEL_") {
+		if !strings.HasPrefix(kv, "AWS_") && !strings.HasPrefix(kv, "MODEL_") &&
+			!strings.HasPrefix(kv, "MEMLOAD_LLAMA_LIB=") && !strings.HasPrefix(kv, "LD_LIBRARY_PATH=") {
 			cmd.Env = append(cmd.Env, kv)
 		}
+	}
+	if task, err := lambdaTask(); err == nil {
+		cmd.Env = append(cmd.Env, "LD_LIBRARY_PATH="+filepath.Join(task, "lib"))
 	}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)

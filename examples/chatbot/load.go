@@ -223,6 +223,11 @@ func (l *loader) load(ctx context.Context, cfg config, logger, llmLog *slog.Logg
 	loader := s3load.New(client, func(o *s3load.Options) {
 		o.Logger = logger
 		o.SHA256 = cfg.ModelSHA256
+		// Unsealed, so that llm.LoadFile can give back the memfd's pages of
+		// the weights llama.cpp repacks: the weights are held once. The
+		// file is closed after the load (CloseFile), so nobody could write
+		// to it anyway.
+		o.NoSeal = true
 		o.Progress = func(done, total int64) {
 			l.loaded.Store(done)
 			l.total.Store(total)

@@ -3,14 +3,7 @@ package main
 import (
 	"strings"
 	"unicode"
-
-	"github.com/memload/memload/llm"
 )
-
-// thinks reports whether the model's answers begin with its reasoning,
-// "…</think>", before the answer proper: DeepSeek-R1 and its distillations,
-// whose template opens the reasoning block itself.
-func thinks(m *llm.Model) bool { return m.Template() == llm.TemplateDeepSeekR1 }
 
 const (
 	thinkOpen  = "<think>"

@@ -233,7 +233,7 @@ func (s *server) chat(w http.ResponseWriter, r *http.Request) {
 		return out.delta(r, c)
 	}
 	split := &reasoningSplitter{emit: emit}
-	splitting := thinks(m) && !call.rawReasoning
+	splitting := m.Thinks() && !call.rawReasoning
 	pieces := 0
 	// While a cancelled generation unwinds, llama.cpp's complaints about
 	// the aborted computation are no errors.

@@ -1,14 +1,18 @@
 // Command benchllm measures llm on a model of the DeepSeek-R1-Distill-Qwen-1.5B
 // shape (Q4_K_M, 1.1 GB, random weights: see testutil.BenchConfig): load time
-// and memory with mmap on and off, prompt evaluation and generation speed at
-// each thread count. The model is copied into a memfd first, as s3load would
-// leave it, and loaded with LoadFile and CloseFile.
+// and memory, prompt evaluation and generation speed, for llama.cpp with the
+// CPU variant ggml picks here and with only the AVX2 (haswell) variant
+// present, repacking on and off, the memfd's pages of repacked weights given
+// back or kept, at each thread count. With -old it also runs the engine
+// before this one (ollama v0.11.4's cgo binding, built by make bench-llm
+// from git history), side by side in the same run.
 //
-// Each configuration runs in a fresh child process, so that memory figures
-// are not inherited from an earlier load. Run it on an idle machine, with
-// make bench-llm or:
+// The model is copied into a memfd first, as s3load would leave it, and
+// loaded with LoadFile and CloseFile. Each configuration runs in a fresh
+// child process, so that memory figures are not inherited from an earlier
+// load. Run it with make bench-llm, or:
 //
-//	CGO_CFLAGS='-O3 -march=x86-64-v3' CGO_CXXFLAGS='-O3 -march=x86-64-v3' go run ./internal/benchllm -rounds 5
+//	go run ./internal/benchllm -rounds 3 [-old PATH]
 package main
 
 import (
@@ -22,11 +26,14 @@ import (
 	"log"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/memload/memload/internal/machine"
 	"github.com/memload/memload/internal/testutil"
@@ -38,14 +45,28 @@ func main() {
 	threads := flag.String("threads", "1,2", "comma-separated thread counts")
 	promptWords := flag.Int("prompt", 50, "words in the prompt (about 2 tokens each with the generated vocabulary)")
 	gen := flag.Int("gen", 32, "tokens to generate")
-	rounds := flag.Int("rounds", 5, "runs of each configuration; the table shows the best")
+	rounds := flag.Int("rounds", 3, "runs of each configuration; the table shows the best")
 	modelPath := flag.String("model", "", "GGUF model (default: the generated 1.5B-shaped model in .cache/models)")
+	old := flag.String("old", "", "benchllm binary of the previous engine, to run side by side")
 	child := flag.String("child", "", "internal: run one configuration, given as mmap,threads")
+	repack := flag.Bool("repack", true, "internal: the child's repacking")
+	giveBack := flag.Bool("giveback", true, "internal: the child gives back repacked pages")
+	turns := flag.Int("turns", 8, "turns of the conversation that measures prompt reuse (0: none)")
+	conversation := flag.Bool("conversation", false, "internal: the child has the conversation")
 	flag.Parse()
 	log.SetFlags(0)
 
+	if *conversation {
+		r, err := converse(*modelPath, *child, *turns)
+		if err != nil {
+			log.Fatal(err)
+		}
+		json.NewEncoder(os.Stdout).Encode(r)
+		return
+	}
+
 	if *child != "" {
-		var c config
+		c := config{Repack: *repack, GiveBack: *giveBack}
 		if _, err := fmt.Sscanf(*child, "%t,%d", &c.Mmap, &c.Threads); err != nil {
 			log.Fatal(err)
 		}
@@ -72,32 +93,178 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	haswell, err := haswellOnly()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(haswell)
 
+	configs := []config{
+		{Engine: "new", Variant: "best", Repack: true, GiveBack: true},
+		{Engine: "new", Variant: "best", Repack: true},
+		{Engine: "new", Variant: "best"},
+		{Engine: "new", Variant: "haswell", Repack: true, GiveBack: true},
+		{Engine: "new", Variant: "haswell", Repack: true},
+		{Engine: "new", Variant: "haswell"},
+	}
+	if *old != "" {
+		configs = append([]config{{Engine: "old", Variant: "x86-64-v3 build"}}, configs...)
+	}
 	var results []result
-	for _, mmap := range []bool{true, false} {
-		for _, t := range strings.Split(*threads, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(t))
-			if err != nil {
-				log.Fatalf("-threads: %v", err)
-			}
+	for _, t := range strings.Split(*threads, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(t))
+		if err != nil {
+			log.Fatalf("-threads: %v", err)
+		}
+		for _, c := range configs {
+			c.Mmap, c.Threads = true, n
 			var rs []result
 			for i := range *rounds {
-				log.Printf("mmap=%v threads=%d, round %d of %d", mmap, n, i+1, *rounds)
-				r, err := runChild(path, config{Mmap: mmap, Threads: n}, *promptWords, *gen)
+				log.Printf("%s, round %d of %d", c, i+1, *rounds)
+				r, err := runChild(path, c, *old, haswell, *promptWords, *gen)
 				if err != nil {
 					log.Fatal(err)
 				}
+				r.config = c
 				rs = append(rs, r)
 			}
 			results = append(results, best(rs))
 		}
 	}
 	printReport(os.Stdout, path, fi.Size(), results)
+	if *turns > 0 {
+		for _, t := range strings.Split(*threads, ",") {
+			exe, _ := os.Executable()
+			log.Printf("conversation of %d turns, threads=%s", *turns, t)
+			cmd := exec.Command(exe, "-conversation", "-child", strings.TrimSpace(t), "-model", path, "-turns", strconv.Itoa(*turns))
+			cmd.Stderr = os.Stderr
+			out, err := cmd.Output()
+			if err != nil {
+				log.Fatal(err)
+			}
+			var r reuse
+			if err := json.Unmarshal(out, &r); err != nil {
+				log.Fatal(err)
+			}
+			if t == strings.Split(*threads, ",")[0] {
+				fmt.Printf("\nPrompt reuse: a %d-token system prompt, then %d turns (user question, 16-token greedy answer); the last turn's prompt (best variant, repack on, pages given back):\n\n", r.SystemTokens, *turns)
+				fmt.Println("| threads | last prompt tokens | reused | TTFT with reuse | TTFT evaluating it whole | speed-up |")
+				fmt.Println("|--------:|-------------------:|-------:|----------------:|-------------------------:|---------:|")
+			}
+			fmt.Printf("| %s | %d | %d | %.3f s | %.3f s | %.1f× |\n", t, r.LastPrompt, r.LastCached, r.WithReuse.Seconds(), r.Without.Seconds(),
+				r.Without.Seconds()/r.WithReuse.Seconds())
+		}
+	}
+}
+
+// reuse is what the conversation measured.
+type reuse struct {
+	SystemTokens, LastPrompt, LastCached int
+	WithReuse, Without                   time.Duration // TTFT of the last turn
+}
+
+// converse has a conversation twice on one loaded model, evaluating every
+// prompt whole and then reusing the KV cache, and reports the last turn's
+// time to first token both ways.
+func converse(path, threads string, turns int) (reuse, error) {
+	var r reuse
+	n, err := strconv.Atoi(threads)
+	if err != nil {
+		return r, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return r, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return r, err
+	}
+	mf, err := memfd.New("model.gguf", fi.Size())
+	if err != nil {
+		return r, err
+	}
+	if _, err := io.Copy(io.NewOffsetWriter(mf, 0), f); err != nil {
+		return r, err
+	}
+	ctx := context.Background()
+	m, err := llm.LoadFile(ctx, mf, func(o *llm.Options) { o.Threads, o.CloseFile = n, true })
+	if err != nil {
+		return r, err
+	}
+	defer m.Close()
+	run := func(noReuse bool) (llm.Stats, llm.Stats, error) {
+		msgs := []llm.Message{{Role: llm.RoleSystem, Content: prompt(153)}} // about 400 tokens
+		var first, st llm.Stats
+		for i := range turns {
+			msgs = append(msgs, llm.Message{Role: llm.RoleUser, Content: fmt.Sprintf("Question %d: %s?", i+1, prompt(8+i))})
+			var answer strings.Builder
+			var err error
+			st, err = m.Chat(ctx, msgs, func(s string) error { answer.WriteString(s); return nil }, func(o *llm.ChatOptions) {
+				o.Temperature, o.MaxTokens, o.NoPrefixReuse = 0, 16, noReuse
+			})
+			if err != nil {
+				return first, st, err
+			}
+			if i == 0 {
+				first = st
+			}
+			msgs = append(msgs, llm.Message{Role: llm.RoleAssistant, Content: answer.String()})
+		}
+		return first, st, nil
+	}
+	first, without, err := run(true)
+	if err != nil {
+		return r, err
+	}
+	_, with, err := run(false)
+	if err != nil {
+		return r, err
+	}
+	r.SystemTokens = first.PromptTokens
+	r.LastPrompt, r.LastCached = with.PromptTokens, with.CachedTokens
+	r.WithReuse, r.Without = with.TimeToFirstToken, without.TimeToFirstToken
+	return r, nil
 }
 
 type config struct {
-	Mmap    bool
-	Threads int
+	Engine   string // "old" (ollama's cgo binding) or "new"
+	Variant  string // "best" or "haswell": the CPU variants present
+	Repack   bool
+	GiveBack bool
+	Mmap     bool
+	Threads  int
+}
+
+func (c config) String() string {
+	return fmt.Sprintf("%s %s repack=%v giveback=%v threads=%d", c.Engine, c.Variant, c.Repack, c.GiveBack, c.Threads)
+}
+
+// haswellOnly returns a directory holding llama.cpp with only its AVX2
+// (haswell) CPU variant, as on a host without AVX-512.
+func haswellOnly() (string, error) {
+	probe := llm.SystemInfo() // loads llama.cpp, finding its directory
+	i, j := strings.Index(probe, "("), strings.Index(probe, "):")
+	if i < 0 || j < i {
+		return "", fmt.Errorf("llama.cpp: %s", probe)
+	}
+	src := probe[i+1 : j]
+	dir, err := os.MkdirTemp("", "benchllm-haswell")
+	if err != nil {
+		return "", err
+	}
+	for _, name := range []string{"libllama.so", "libggml.so", "libggml-base.so", "libggml-cpu-haswell.so"} {
+		target, err := filepath.EvalSymlinks(filepath.Join(src, name))
+		if err != nil {
+			return "", err
+		}
+		os.Symlink(target, filepath.Join(dir, filepath.Base(target)))
+		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil && !os.IsExist(err) {
+			return "", err
+		}
+	}
+	return dir, nil
 }
 
 type result struct {
@@ -108,6 +275,8 @@ type result struct {
 	AfterLoad      memory        // right after LoadFile returned
 	AfterChat      memory        // after the measured chat: all weights touched
 	PeakFootprint  int64         // highest footprint sampled during the load
+	GivenBack      int64
+	System         string
 	PromptTokens   int
 	PromptPerSec   float64
 	Generated      int
@@ -156,17 +325,26 @@ func readMemory(memfdHeld int64) memory {
 	return m
 }
 
-func runChild(path string, c config, promptWords, gen int) (result, error) {
+func runChild(path string, c config, old, haswell string, promptWords, gen int) (result, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return result{}, err
 	}
-	cmd := exec.Command(exe, "-child", fmt.Sprintf("%t,%d", c.Mmap, c.Threads), "-model", path,
-		"-prompt", strconv.Itoa(promptWords), "-gen", strconv.Itoa(gen))
+	args := []string{"-child", fmt.Sprintf("%t,%d", c.Mmap, c.Threads), "-model", path,
+		"-prompt", strconv.Itoa(promptWords), "-gen", strconv.Itoa(gen)}
+	if c.Engine == "old" {
+		exe = old
+	} else {
+		args = append(args, fmt.Sprintf("-repack=%t", c.Repack), fmt.Sprintf("-giveback=%t", c.GiveBack))
+	}
+	cmd := exec.Command(exe, args...)
 	cmd.Stderr = os.Stderr
+	if c.Variant == "haswell" {
+		cmd.Env = append(os.Environ(), llm.LibraryEnv+"="+haswell)
+	}
 	out, err := cmd.Output()
 	if err != nil {
-		return result{}, fmt.Errorf("mmap=%v threads=%d: %w", c.Mmap, c.Threads, err)
+		return result{}, fmt.Errorf("%s: %w", c, err)
 	}
 	var r result
 	return r, json.Unmarshal(out, &r)
@@ -213,7 +391,12 @@ func run(path string, c config, promptWords, gen int) (result, error) {
 	r.CopyToMemfd = time.Since(start)
 
 	// Sample the footprint while llama.cpp loads: the memfd is alive
-	// throughout, and llama.cpp's buffers grow next to it.
+	// throughout (a duplicate descriptor tells how much of it is held),
+	// and llama.cpp's buffers grow next to it.
+	dup, err := unix.Dup(int(f.Fd()))
+	if err != nil {
+		return r, err
+	}
 	var mu sync.Mutex
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -221,7 +404,7 @@ func run(path string, c config, promptWords, gen int) (result, error) {
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			fp := readMemory(r.ModelBytes).Footprint()
+			fp := readMemory(held(dup)).Footprint()
 			mu.Lock()
 			r.PeakFootprint = max(r.PeakFootprint, fp)
 			mu.Unlock()
@@ -235,6 +418,7 @@ func run(path string, c config, promptWords, gen int) (result, error) {
 	start = time.Now()
 	m, err := llm.LoadFile(ctx, f, func(o *llm.Options) {
 		o.Threads, o.NoMmap, o.CloseFile = c.Threads, !c.Mmap, true
+		o.NoRepack, o.KeepRepacked = !c.Repack, !c.GiveBack
 	})
 	r.Load = time.Since(start)
 	close(done)
@@ -243,11 +427,15 @@ func run(path string, c config, promptWords, gen int) (result, error) {
 		return r, err
 	}
 	defer m.Close()
-	held := int64(0)
+	r.GivenBack, r.System = m.GivenBack(), llm.SystemInfo()
+	// llama.cpp's mapping keeps the closed memfd alive: what it holds is
+	// known until the duplicate descriptor is closed.
+	memfdHeld := int64(0)
 	if c.Mmap {
-		held = r.ModelBytes // llama.cpp's mapping keeps the closed memfd alive
+		memfdHeld = held(dup)
 	}
-	r.AfterLoad = readMemory(held)
+	unix.Close(dup)
+	r.AfterLoad = readMemory(memfdHeld)
 
 	greedy := func(n int) func(*llm.ChatOptions) {
 		return func(o *llm.ChatOptions) { o.Temperature, o.MaxTokens = 0, n }
@@ -261,11 +449,20 @@ func run(path string, c config, promptWords, gen int) (result, error) {
 	if err != nil {
 		return r, err
 	}
-	r.AfterChat = readMemory(held)
+	r.AfterChat = readMemory(memfdHeld)
 	r.PromptTokens, r.PromptPerSec = st.PromptTokens, st.PromptTokensPerSecond()
 	r.Generated, r.GeneratePerSec = st.GeneratedTokens, st.GenerateTokensPerSecond()
 	r.TTFT, r.FinishReason = st.TimeToFirstToken, st.FinishReason
 	return r, nil
+}
+
+// held returns the bytes of memory the file fd holds.
+func held(fd int) int64 {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0
+	}
+	return st.Blocks * 512
 }
 
 // best keeps the best time and speed of each measure over runs of one
@@ -304,24 +501,51 @@ func best(rs []result) result {
 func printReport(w io.Writer, path string, size int64, rs []result) {
 	fmt.Fprintf(w, "date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(w, "machine: %s\n", machine.Describe())
-	fmt.Fprintf(w, "llama.cpp: %s\n", llm.SystemInfo())
+	fmt.Fprintf(w, "new engine: %s\n", llm.SystemInfo())
 	fmt.Fprintf(w, "model: %s (%s)\n", path, gib(size))
-	fmt.Fprintf(w, "%d runs per row, each in a fresh process (speeds: best / median; load: best); the model is read into a memfd, then llm.LoadFile with CloseFile\n", rs[0].Rounds)
-	fmt.Fprintf(w, "command: %s\n\n", "CGO_CFLAGS='-O3 -march=x86-64-v3' CGO_CXXFLAGS='-O3 -march=x86-64-v3' go run ./internal/benchllm "+strings.Join(os.Args[1:], " "))
-	fmt.Fprintln(w, "| mmap | threads | load | footprint after load | peak during load | footprint after chat | prompt tokens | prompt tok/s | generated | gen tok/s | best TTFT |")
-	fmt.Fprintln(w, "|------|--------:|-----:|---------------------:|-----------------:|---------------------:|--------------:|-------------:|----------:|----------:|----------:|")
+	fmt.Fprintf(w, "%d runs per row, each in a fresh process (speeds: best / median; load: best); the model is read into a memfd, then llm.LoadFile with CloseFile and mmap\n", rs[0].Rounds)
+	fmt.Fprintf(w, "command: %s\n\n", "go run ./internal/benchllm "+strings.Join(os.Args[1:], " "))
+	fmt.Fprintln(w, "| engine | CPU variant | repack | given back | threads | load | footprint after load | peak during load | prompt tok/s | × old | gen tok/s | best TTFT |")
+	fmt.Fprintln(w, "|--------|-------------|--------|-----------:|--------:|-----:|---------------------:|-----------------:|-------------:|------:|----------:|----------:|")
+	oldPrompt := map[int]float64{}
 	for _, r := range rs {
-		fmt.Fprintf(w, "| %s | %d | %.2f s | %s | %s | %s | %d | %.1f / %.1f | %d | %.1f / %.1f | %.2f s |\n",
-			onOff(r.Mmap), r.Threads, r.Load.Seconds(), gib(r.AfterLoad.Footprint()), gib(r.PeakFootprint),
-			gib(r.AfterChat.Footprint()), r.PromptTokens, r.PromptPerSec, r.MedianPromptPerSec,
-			r.Generated, r.GeneratePerSec, r.MedianGeneratePerSec, r.TTFT.Seconds())
+		if r.Engine == "old" {
+			oldPrompt[r.Threads] = r.MedianPromptPerSec
+		}
 	}
-	fmt.Fprintln(w, "\nfootprint = RssAnon + RssFile + max(RssShmem, bytes of the memfd still alive); after chat, in detail:")
+	for _, r := range rs {
+		variant := r.Variant
+		if r.Engine == "new" {
+			variant = variantOf(r.System)
+		}
+		ratio := "-"
+		if o := oldPrompt[r.Threads]; o > 0 {
+			ratio = fmt.Sprintf("%.2f", r.MedianPromptPerSec/o)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %d | %.2f s | %s (%.2f×) | %s (%.2f×) | %.1f / %.1f | %s | %.1f / %.1f | %.2f s |\n",
+			r.Engine, variant, onOff(r.Repack), gib(r.GivenBack), r.Threads, r.Load.Seconds(),
+			gib(r.AfterLoad.Footprint()), float64(r.AfterLoad.Footprint())/float64(size),
+			gib(r.PeakFootprint), float64(r.PeakFootprint)/float64(size),
+			r.PromptPerSec, r.MedianPromptPerSec, ratio,
+			r.GeneratePerSec, r.MedianGeneratePerSec, r.TTFT.Seconds())
+	}
+	fmt.Fprintf(w, "\n%d prompt tokens, %d generated. footprint = RssAnon + RssFile + max(RssShmem, bytes the memfd still holds); × is to the model file. After chat, in detail:\n",
+		rs[0].PromptTokens, rs[0].Generated)
 	for _, r := range rs {
 		m := r.AfterChat
-		fmt.Fprintf(w, "  mmap %-3s threads %d: anon %s, file %s, shmem %s, memfd held %s; memfd filled in %.2f s\n",
-			onOff(r.Mmap), r.Threads, gib(m.Anon), gib(m.File), gib(m.Shmem), gib(m.MemfdHeld), r.CopyToMemfd.Seconds())
+		fmt.Fprintf(w, "  %-48s anon %s, file %s, shmem %s, memfd held %s\n",
+			r.config.String()+":", gib(m.Anon), gib(m.File), gib(m.Shmem), gib(m.MemfdHeld))
 	}
+}
+
+// variantOf picks the CPU variant out of llm.SystemInfo's text.
+func variantOf(info string) string {
+	_, v, ok := strings.Cut(info, "CPU variant ")
+	if !ok {
+		return "?"
+	}
+	v, _, _ = strings.Cut(v, " ")
+	return v
 }
 
 func onOff(b bool) string {

@@ -1,12 +1,21 @@
-// Command lambdazip checks that a bootstrap binary will run on Lambda's
-// provided.al2023 runtime and packs it into a deployment zip.
+// Command lambdazip checks that a bootstrap binary and the shared libraries
+// it loads will run on Lambda's provided.al2023 runtime, and packs them into
+// a deployment zip: bootstrap at the top, the libraries in lib/, where llm
+// looks for llama.cpp (beside the executable) and which is on Lambda's
+// LD_LIBRARY_PATH (/var/task/lib, for libffi.so.8).
 //
-//	lambdazip [-glibc 2.34] [-arch amd64] -o function.zip bootstrap
+//	lambdazip [-glibc 2.34] [-arch amd64] [-llama DIR] [-lib FILE]... -o function.zip bootstrap
 //
-// The checks: the ELF machine is the architecture's, the shared libraries
-// it needs are glibc's own (libstdc++ and libgcc must be linked statically:
-// Amazon Linux 2023's are older), and no symbol needs a glibc version newer
-// than the runtime's (2.34 for Amazon Linux 2023). It prints the zip's size.
+// -llama is a directory of llama.cpp's prebuilt libraries as `make llama`
+// installs them (libllama.v0.5.0.so, libggml.v0.5.0.so, libggml-base.so,
+// libggml-cpu-*.so): they go into lib/ as llm loads them (libllama.so,
+// libggml.so; libllama finds libggml.v0.5.0.so by its soname). -lib adds
+// any other library (libffi.so.8, libstdc++.so.6) by its file name.
+//
+// The checks, for every ELF file: the machine is the architecture's; the
+// libraries it needs are glibc's own, in the zip, or libgcc_s.so.1 (which
+// provided.al2023 has); and no symbol needs a glibc version newer than the
+// runtime's (2.34 for Amazon Linux 2023). It prints the zip's size.
 package main
 
 import (
@@ -17,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,43 +40,104 @@ func main() {
 	}
 }
 
+type libs []string
+
+func (l *libs) String() string     { return strings.Join(*l, ",") }
+func (l *libs) Set(s string) error { *l = append(*l, s); return nil }
+
 func run() error {
 	glibc := flag.String("glibc", "2.34", "the newest glibc version the binary may need (Amazon Linux 2023: 2.34)")
 	arch := flag.String("arch", "amd64", "the Lambda architecture: amd64 (x86_64) or arm64")
 	out := flag.String("o", "function.zip", "the zip to write")
+	llama := flag.String("llama", "", "directory of llama.cpp's libraries (make llama installs them into .bin/llama/)")
+	var extra libs
+	flag.Var(&extra, "lib", "another shared library to put into lib/ (repeatable)")
 	flag.Parse()
 	if flag.NArg() != 1 {
-		return errors.New("usage: lambdazip [-glibc 2.34] [-arch amd64] -o function.zip bootstrap")
+		return errors.New("usage: lambdazip [-glibc 2.34] [-arch amd64] [-llama DIR] [-lib FILE]... -o function.zip bootstrap")
 	}
-	bin := flag.Arg(0)
-	newest, err := check(bin, *arch, *glibc)
+	files, err := contents(flag.Arg(0), *llama, extra)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%s: %s ELF, glibc symbols up to %s (limit %s), libstdc++ and libgcc linked statically\n", bin, *arch, newest, *glibc)
-	if err := writeZip(*out, bin); err != nil {
+	var names []string
+	for _, f := range files {
+		names = append(names, filepath.Base(f.name))
+	}
+	for _, f := range files {
+		newest, err := check(f.src, *arch, *glibc, names)
+		if err != nil {
+			return err
+		}
+		if f.name == "bootstrap" {
+			fmt.Printf("%s: %s ELF, glibc symbols up to %s (limit %s)\n", f.src, *arch, newest, *glibc)
+		}
+	}
+	fmt.Printf("%d libraries in lib/ checked: %s ELF, glibc symbols within %s, needing only glibc, libgcc_s and each other\n", len(files)-1, *arch, *glibc)
+	if err := writeZip(*out, files); err != nil {
 		return err
 	}
 	zi, err := os.Stat(*out)
 	if err != nil {
 		return err
 	}
-	bi, _ := os.Stat(bin)
-	fmt.Printf("%s: %.1f MB (bootstrap %.1f MB unzipped; Lambda's limits: 50 MB zipped for direct upload, 250 MB unzipped)\n",
-		*out, float64(zi.Size())/1e6, float64(bi.Size())/1e6)
+	var unzipped int64
+	for _, f := range files {
+		if fi, err := os.Stat(f.src); err == nil {
+			unzipped += fi.Size()
+		}
+	}
+	fmt.Printf("%s: %.1f MB (%.1f MB unzipped; Lambda's limits: 50 MB zipped for direct upload, 250 MB unzipped)\n",
+		*out, float64(zi.Size())/1e6, float64(unzipped)/1e6)
 	return nil
 }
 
+// file is one entry of the zip: name in the zip, src on disk.
+type file struct{ name, src string }
+
+func contents(bin, llama string, extra []string) ([]file, error) {
+	files := []file{{"bootstrap", bin}}
+	if llama != "" {
+		renames := map[string]string{"libllama.v0.5.0.so": "libllama.so", "libggml.v0.5.0.so": "libggml.so", "libggml-base.so": "libggml-base.so"}
+		for from, to := range renames {
+			if _, err := os.Stat(filepath.Join(llama, from)); err != nil {
+				return nil, fmt.Errorf("-llama %s: %w (make llama installs the libraries)", llama, err)
+			}
+			files = append(files, file{"lib/" + to, filepath.Join(llama, from)})
+		}
+		variants, _ := filepath.Glob(filepath.Join(llama, "libggml-cpu-*.so"))
+		if len(variants) == 0 {
+			return nil, fmt.Errorf("-llama %s holds no libggml-cpu-*.so", llama)
+		}
+		for _, v := range variants {
+			files = append(files, file{"lib/" + filepath.Base(v), v})
+		}
+		if _, err := os.Stat(filepath.Join(llama, "LICENSE")); err == nil {
+			files = append(files, file{"lib/LICENSE.llama.cpp", filepath.Join(llama, "LICENSE")})
+		}
+	}
+	for _, l := range extra {
+		files = append(files, file{"lib/" + filepath.Base(l), l})
+	}
+	slices.SortFunc(files[1:], func(a, b file) int { return strings.Compare(a.name, b.name) })
+	return files, nil
+}
+
 // allowedLibs are the shared libraries of glibc itself, present in every
-// Lambda runtime.
+// Lambda runtime, and libgcc_s, which provided.al2023 has (Debian's own
+// needs glibc 2.35, so it cannot be shipped).
 var allowedLibs = []string{"libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2", "librt.so.1",
-	"ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1"}
+	"ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1", "libgcc_s.so.1"}
 
 // check returns the newest glibc version bin needs, or an error when bin is
-// not fit for the runtime.
-func check(bin, arch, limit string) (string, error) {
+// not fit for the runtime. A file that is not ELF (a licence) passes.
+func check(bin, arch, limit string, inZip []string) (string, error) {
 	f, err := elf.Open(bin)
 	if err != nil {
+		var ferr *elf.FormatError
+		if errors.As(err, &ferr) && !strings.HasSuffix(bin, ".so") && !strings.Contains(bin, ".so.") && filepath.Base(bin) != "bootstrap" {
+			return "", nil
+		}
 		return "", err
 	}
 	defer f.Close()
@@ -82,8 +153,8 @@ func check(bin, arch, limit string) (string, error) {
 		return "", err
 	}
 	for _, l := range libs {
-		if !slices.Contains(allowedLibs, l) {
-			return "", fmt.Errorf("%s needs %s, which the provided.al2023 runtime may lack or have in an older version: link it statically", bin, l)
+		if !slices.Contains(allowedLibs, l) && !slices.Contains(inZip, l) && !sonameInZip(l, inZip) {
+			return "", fmt.Errorf("%s needs %s, which is not in the zip, and the provided.al2023 runtime may lack it or have an older version", bin, l)
 		}
 	}
 	syms, err := f.ImportedSymbols()
@@ -111,6 +182,17 @@ func check(bin, arch, limit string) (string, error) {
 	return newest, nil
 }
 
+// sonameInZip reports whether lib is the soname of a library the zip holds
+// under another name (libggml.v0.5.0.so as lib/libggml.so).
+func sonameInZip(lib string, inZip []string) bool {
+	for _, name := range inZip {
+		if base, ok := strings.CutSuffix(name, ".so"); ok && strings.HasPrefix(lib, base+".v") && strings.HasSuffix(lib, ".so") {
+			return true
+		}
+	}
+	return false
+}
+
 // versionLess compares dotted versions such as 2.34 and 2.4 numerically.
 func versionLess(a, b string) bool {
 	as, bs := strings.Split(a, "."), strings.Split(b, ".")
@@ -129,13 +211,9 @@ func versionLess(a, b string) bool {
 	return false
 }
 
-// writeZip writes a zip holding bin as an executable named bootstrap.
-func writeZip(out, bin string) (err error) {
-	src, err := os.Open(bin)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
+// writeZip writes a zip holding files: bootstrap executable, the rest
+// readable.
+func writeZip(out string, files []file) (err error) {
 	dst, err := os.Create(out)
 	if err != nil {
 		return err
@@ -149,14 +227,29 @@ func writeZip(out, bin string) (err error) {
 		}
 	}()
 	zw := zip.NewWriter(dst)
-	h := &zip.FileHeader{Name: "bootstrap", Method: zip.Deflate, Modified: time.Unix(0, 0).UTC()}
-	h.SetMode(0o755)
+	for _, f := range files {
+		if err := addFile(zw, f); err != nil {
+			return err
+		}
+	}
+	return zw.Close()
+}
+
+func addFile(zw *zip.Writer, f file) error {
+	src, err := os.Open(f.src)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	h := &zip.FileHeader{Name: f.name, Method: zip.Deflate, Modified: time.Unix(0, 0).UTC()}
+	h.SetMode(0o644)
+	if f.name == "bootstrap" || strings.HasSuffix(f.name, ".so") || strings.Contains(f.name, ".so.") {
+		h.SetMode(0o755)
+	}
 	w, err := zw.CreateHeader(h)
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(w, src); err != nil {
-		return err
-	}
-	return zw.Close()
+	_, err = io.Copy(w, src)
+	return err
 }

@@ -517,6 +517,14 @@ func typeName(t Type) string {
 	return "type " + strconv.Itoa(int(t))
 }
 
+// TensorTypes calls fn with each ggml type the parser accepts: its id,
+// name, elements per block and bytes per block (for tests against ggml).
+func TensorTypes(fn func(id uint32, name string, block, bytes uint64)) {
+	for id, t := range tensorTypes {
+		fn(id, t.name, t.block, t.bytes)
+	}
+}
+
 type tensorType struct {
 	name  string
 	block uint64 // elements per block
@@ -524,10 +532,11 @@ type tensorType struct {
 }
 
 // tensorTypes are the ggml types llama.cpp can read from a file, with the
-// sizes of ggml's type_traits.
+// sizes of ggml's type_traits, as in llama.cpp v0.5.0 (llm's
+// TestTensorTypeSizes checks them against the library).
 var tensorTypes = map[uint32]tensorType{
 	0: {"F32", 1, 4}, 1: {"F16", 1, 2}, 2: {"Q4_0", 32, 18}, 3: {"Q4_1", 32, 20},
-	4: {"MXFP4", 32, 17}, 6: {"Q5_0", 32, 22}, 7: {"Q5_1", 32, 24}, 8: {"Q8_0", 32, 34},
+	6: {"Q5_0", 32, 22}, 7: {"Q5_1", 32, 24}, 8: {"Q8_0", 32, 34},
 	9: {"Q8_1", 32, 36}, 10: {"Q2_K", 256, 84}, 11: {"Q3_K", 256, 110}, 12: {"Q4_K", 256, 144},
 	13: {"Q5_K", 256, 176}, 14: {"Q6_K", 256, 210}, 15: {"Q8_K", 256, 292},
 	16: {"IQ2_XXS", 256, 66}, 17: {"IQ2_XS", 256, 74}, 18: {"IQ3_XXS", 256, 98},
@@ -535,4 +544,5 @@ var tensorTypes = map[uint32]tensorType{
 	22: {"IQ2_S", 256, 82}, 23: {"IQ4_XS", 256, 136}, 24: {"I8", 1, 1}, 25: {"I16", 1, 2},
 	26: {"I32", 1, 4}, 27: {"I64", 1, 8}, 28: {"F64", 1, 8}, 29: {"IQ1_M", 256, 56},
 	30: {"BF16", 1, 2}, 34: {"TQ1_0", 256, 54}, 35: {"TQ2_0", 256, 66},
+	39: {"MXFP4", 32, 17}, 40: {"NVFP4", 64, 36}, 41: {"Q1_0", 128, 18},
 }

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	fsggml "github.com/ollama/ollama/fs/ggml"
-
 	"github.com/memload/memload/internal/testutil"
 )
 
@@ -157,7 +155,8 @@ func TestParseInvalid(t *testing.T) {
 		{"zero dimension", arch(new(builder).header(3, 1, 1)).tensor("t", 0, 0, 4, 0).data(16), "dimension of 0"},
 		{"too many elements", arch(new(builder).header(3, 1, 1)).tensor("t", 0, 0, 1<<32, 1<<32).data(0), "too many elements"},
 		{"removed type", arch(new(builder).header(3, 1, 1)).tensor("t", 5, 0, 32).data(32), "unknown ggml type 5"},
-		{"type past the end", arch(new(builder).header(3, 1, 1)).tensor("t", 39, 0, 32).data(32), "unknown ggml type 39"},
+		{"removed in ggml", arch(new(builder).header(3, 1, 1)).tensor("t", 4, 0, 32).data(32), "unknown ggml type 4"},
+		{"type past the end", arch(new(builder).header(3, 1, 1)).tensor("t", 42, 0, 32).data(32), "unknown ggml type 42"},
 		{"row not whole blocks", arch(new(builder).header(3, 1, 1)).tensor("t", 12, 0, 100).data(144), "not a multiple of 256"},
 		{"long tensor name", arch(new(builder).header(3, 1, 1)).tensor(strings.Repeat("n", 64), 0, 0, 1).data(4), "longer than 63"},
 		{"duplicate tensor", arch(new(builder).header(3, 2, 1)).tensor("t", 0, 0, 1).tensor("t", 0, 32, 1).data(64), "duplicate tensor"},
@@ -185,20 +184,6 @@ func TestParseInvalid(t *testing.T) {
 				t.Errorf("err = %q, want it to mention %q", err, tt.want)
 			}
 		})
-	}
-}
-
-// TestTensorTypeSizes checks the table against ollama's Go copy of ggml's
-// type traits, for the types both know.
-func TestTensorTypeSizes(t *testing.T) {
-	for id, tt := range tensorTypes {
-		if id >= 34 { // TQ1_0, TQ2_0: unknown to fs/ggml
-			continue
-		}
-		ot := fsggml.TensorType(id)
-		if ot.BlockSize() != tt.block || ot.TypeSize() != tt.bytes {
-			t.Errorf("%s: block %d, %d bytes; fs/ggml says %d, %d", tt.name, tt.block, tt.bytes, ot.BlockSize(), ot.TypeSize())
-		}
 	}
 }
 

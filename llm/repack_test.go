@@ -1,0 +1,143 @@
+package llm
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/memload/memload/internal/testutil"
+	"github.com/memload/memload/llm/internal/gguf"
+)
+
+// TestGiveBack is the safety proof for giving back the memfd's pages of
+// repacked tensors: with random weights, any page llama.cpp still reads
+// that were zeroed would change the greedy answer. It runs with the best
+// CPU variant here, and in a child process with only the AVX2 (haswell)
+// variant present, whose repacking differs (CPU_REPACK rather than AMX).
+func TestGiveBack(t *testing.T) {
+	if v := os.Getenv("MEMLOAD_TEST_VARIANT"); v != "" {
+		testGiveBack(t, v)
+		return
+	}
+	lib, err := openLibrary("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("best variant", func(t *testing.T) { testGiveBack(t, lib.variant) })
+	t.Run("haswell", func(t *testing.T) {
+		if _, err := os.Stat(filepath.Join(lib.dir, "libggml-cpu-haswell.so")); err != nil {
+			t.Skip("no haswell variant on this architecture")
+		}
+		dir := t.TempDir()
+		for _, name := range []string{"libllama.so", "libggml.so", "libggml-base.so", "libggml-cpu-haswell.so"} {
+			target, err := filepath.EvalSymlinks(filepath.Join(lib.dir, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// libllama asks for libggml.v0.5.0.so by that name.
+			os.Symlink(target, filepath.Join(dir, filepath.Base(target)))
+			if err := os.Symlink(target, filepath.Join(dir, name)); err != nil && !os.IsExist(err) {
+				t.Fatal(err)
+			}
+		}
+		cmd := exec.Command(os.Args[0], "-test.run=^TestGiveBack$", "-test.v", "-test.count=1")
+		cmd.Env = append(os.Environ(), LibraryEnv+"="+dir, "MEMLOAD_TEST_VARIANT=haswell")
+		out, err := cmd.CombinedOutput()
+		t.Logf("child with only the haswell variant:\n%s", out)
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestGiveBack") {
+			t.Fatalf("child: %v", err)
+		}
+	})
+}
+
+func testGiveBack(t *testing.T, variant string) {
+	lib, err := openLibrary("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lib.variant != variant {
+		t.Fatalf("llama.cpp picked %s, want %s", lib.variant, variant)
+	}
+	for _, arch := range []string{"qwen2", "llama"} {
+		t.Run(arch, func(t *testing.T) {
+			cfg := testutil.TinyConfig(arch)
+			cfg.Quant, cfg.Embedding, cfg.FeedForward = testutil.Q4KM, 256, 512
+			path := testutil.TinyModelWith(t, cfg)
+
+			load := func(keep bool) (*Model, transcript) {
+				f := memfdCopy(t, path)
+				m, err := LoadFile(context.Background(), f, testOptions, func(o *Options) { o.KeepRepacked = keep })
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { m.Close() })
+				return m, chat(t, m, hello, greedy(24))
+			}
+			kept, want := load(true)
+			given, got := load(false)
+			if kept.GivenBack() != 0 {
+				t.Errorf("%s: KeepRepacked gave back %d bytes", variant, kept.GivenBack())
+			}
+			fi, _ := os.Stat(path)
+			t.Logf("%s %s: %d of %d bytes given back", variant, arch, given.GivenBack(), fi.Size())
+			if given.GivenBack() < fi.Size()/4 {
+				t.Errorf("only %d of %d bytes given back", given.GivenBack(), fi.Size())
+			}
+			if len(want.tokens) < 8 || !slices.Equal(got.tokens, want.tokens) {
+				t.Errorf("%s: with the pages given back %v, kept %v", variant, got.tokens, want.tokens)
+			}
+		})
+	}
+	t.Run("sealed", func(t *testing.T) {
+		// A sealed memfd cannot give pages back: the load works, and keeps them.
+		f := memfdCopy(t, testutil.TinyModelWith(t, func() testutil.ModelConfig {
+			cfg := testutil.TinyConfig("qwen2")
+			cfg.Quant, cfg.Embedding, cfg.FeedForward = testutil.Q4KM, 256, 512
+			return cfg
+		}()))
+		if err := f.Seal(); err != nil {
+			t.Fatal(err)
+		}
+		m, err := LoadFile(context.Background(), f, testOptions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		if m.GivenBack() != 0 {
+			t.Errorf("sealed memfd: %d bytes given back", m.GivenBack())
+		}
+	})
+	t.Run("control", func(t *testing.T) {
+		// The comparison can see a zeroed page in use: zeroing the pages of
+		// a tensor llama.cpp left in the mapping changes the answer.
+		cfg := testutil.TinyConfig("qwen2")
+		cfg.Quant, cfg.Embedding, cfg.FeedForward = testutil.Q4KM, 256, 512
+		path := testutil.TinyModelWith(t, cfg)
+		f := memfdCopy(t, path)
+		m, err := LoadFile(context.Background(), f, testOptions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		want := chat(t, m, hello, greedy(24))
+		h, err := gguf.Parse(f, f.Size())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ti := range h.Tensors {
+			if ti.Name == "token_embd.weight" {
+				off := h.DataOffset + int64(ti.Offset)
+				if err := f.PunchHole(off, int64(ti.Bytes)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if got := chat(t, m, hello, greedy(24)); slices.Equal(got.tokens, want.tokens) {
+			t.Errorf("zeroing token_embd.weight left the answer %v unchanged", got.tokens)
+		}
+	})
+}
