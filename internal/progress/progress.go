@@ -154,7 +154,7 @@ func render(label string, done, total int64, elapsed time.Duration, rate float64
 	case done >= total:
 		left = "done in " + elapsed.Round(100*time.Millisecond).String()
 	case rate > 0:
-		left = (time.Duration(float64(total-done)/rate*float64(time.Second))).Round(time.Second).String() + " left"
+		left = (time.Duration(float64(total-done) / rate * float64(time.Second))).Round(time.Second).String() + " left"
 	}
 	if !terminal {
 		return fmt.Sprintf("%s: %.0f of %.0f MB (%.0f %%), %.1f MB/s, %s", label, float64(done)/1e6, float64(total)/1e6, 100*frac, rate/1e6, left)

@@ -117,33 +117,57 @@ func (l Link) String() string {
 	return s
 }
 
-// catchUp is how far behind its schedule a bucket may fall and still send
-// what it missed: the scheduler of a busy 2-CPU machine sleeps a goroutine
-// late by milliseconds, which is this machine's noise, not the link's.
-// Over any span a bucket sends at most its rate times the span plus this
-// much of its rate.
-const catchUp = 50 * time.Millisecond
+// What a bucket forgives of the time it was not used: tokens accrue up to
+// that much of its rate. The scheduler of a busy 2-CPU machine runs a
+// goroutine late by milliseconds (the shaper's, MinIO's, the client's),
+// which is this machine's noise, not the link's. Within one response that
+// is all an unused moment can be (catchUpConn). The aggregate also sees the
+// idle time a client leaves, which a real link loses, so it forgives little
+// (catchUpLink); instead, while a response is bound by it (its last chunk
+// waited on the aggregate, not on its own cap), the aggregate's tokens
+// accrue without a cap: the link is full, as a real link stays full from
+// its buffers while a program is late, so a late sender sends what it
+// missed.
+const (
+	catchUpConn = 100 * time.Millisecond
+	catchUpLink = 10 * time.Millisecond
+)
 
 // chunk is how many bytes the shaper sends per reservation: 0.7 ms at
 // 90 MB/s.
 const chunk = 64 << 10
 
-// bucket is a token bucket: tokens accrue at rate up to capacity, a send
-// takes as many as it has bytes, and may take them in advance, waiting
-// until the debt is paid. A nil bucket never waits.
+// bucket is a token bucket: tokens accrue at rate, a send takes as many as
+// it has bytes, and may take them in advance, waiting until the debt is
+// paid. Tokens accrue from the first send on, so that a link is not
+// credited with the time before its first byte. A nil bucket never waits.
 type bucket struct {
 	mu       sync.Mutex
 	rate     float64
 	capacity float64
 	tokens   float64
-	last     time.Time
+	last     time.Time // zero until the first send
+	bound    int       // responses bound by this bucket: no cap meanwhile
+	unused   float64   // tokens lost to the cap: the link left idle
 }
 
-func newBucket(rate float64, initial int64) *bucket {
+func newBucket(rate float64, initial int64, catchUp time.Duration) *bucket {
 	if rate <= 0 {
 		return nil
 	}
-	return &bucket{rate: rate, capacity: max(float64(initial), rate*catchUp.Seconds()), tokens: float64(initial), last: time.Now()}
+	return &bucket{rate: rate, capacity: max(float64(initial), rate*catchUp.Seconds()), tokens: float64(initial)}
+}
+
+// accrue adds the tokens earned since the last change; b.mu is held.
+func (b *bucket) accrue(now time.Time) {
+	if !b.last.IsZero() {
+		b.tokens += b.rate * now.Sub(b.last).Seconds()
+		if b.bound == 0 && b.tokens > b.capacity {
+			b.unused += b.tokens - b.capacity
+			b.tokens = b.capacity
+		}
+	}
+	b.last = now
 }
 
 // reserve takes n tokens and returns how long to wait before sending them.
@@ -153,9 +177,7 @@ func (b *bucket) reserve(n int) time.Duration {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	now := time.Now()
-	b.tokens = min(b.capacity, b.tokens+b.rate*now.Sub(b.last).Seconds())
-	b.last = now
+	b.accrue(time.Now())
 	b.tokens -= float64(n)
 	if b.tokens >= 0 {
 		return 0
@@ -163,11 +185,30 @@ func (b *bucket) reserve(n int) time.Duration {
 	return time.Duration(-b.tokens / b.rate * float64(time.Second))
 }
 
+// bind records that a response is, or is no longer, bound by b.
+func (b *bucket) bind(was, is bool) {
+	if b == nil || was == is {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.accrue(time.Now())
+	if is {
+		b.bound++
+	} else {
+		b.bound--
+	}
+}
+
 // ShaperStats count what a [Shaper] served.
 type ShaperStats struct {
 	Requests int   // responses forwarded
 	Slow     int   // of which served slow
-	Bytes    int64 // body bytes sent
+	Bytes    int64 // body bytes handed to clients' connections
+	// Idle is how long the aggregate could have sent at its rate and did
+	// not, beyond what it forgives: the capacity a client left unused
+	// (0 when the link has no aggregate cap).
+	Idle time.Duration
 }
 
 // Shaper is an HTTP proxy on 127.0.0.1 in front of an S3 server that
@@ -206,8 +247,8 @@ func StartShaper(upstream string, link Link) (*Shaper, error) {
 		Link:     link,
 		upstream: strings.TrimSuffix(upstream, "/"),
 		client:   &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 256}},
-		peak:     newBucket(link.Peak, 0),
-		rate:     newBucket(link.Rate, link.Burst),
+		peak:     newBucket(link.Peak, 0, catchUpLink),
+		rate:     newBucket(link.Rate, link.Burst, catchUpLink),
 		rng:      mrand.New(mrand.NewPCG(link.Seed, link.Seed^0x51de)),
 		stop:     make(chan struct{}),
 	}
@@ -247,8 +288,15 @@ func (s *Shaper) Close() {
 // Stats returns what the shaper has served so far.
 func (s *Shaper) Stats() ShaperStats {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stats
+	st := s.stats
+	s.mu.Unlock()
+	if b := s.rate; b != nil {
+		b.mu.Lock()
+		b.accrue(time.Now())
+		st.Idle = time.Duration(b.unused / b.rate * float64(time.Second))
+		b.mu.Unlock()
+	}
+	return st
 }
 
 func (s *Shaper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -288,20 +336,27 @@ func (s *Shaper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header()[k] = slices.Clone(v)
 	}
 	w.WriteHeader(resp.StatusCode)
-	conn := newBucket(perConn, 0)
+	conn := newBucket(perConn, 0, catchUpConn)
+	var peakBound, rateBound bool // this response's last chunk waited on them
+	defer func() { s.peak.bind(peakBound, false); s.rate.bind(rateBound, false) }()
 	buf := make([]byte, chunk)
 	for {
 		n, err := io.ReadFull(resp.Body, buf)
 		if n > 0 {
-			if !s.sleep(r, max(conn.reserve(n), s.peak.reserve(n), s.rate.reserve(n))) {
-				return
-			}
-			if _, werr := w.Write(buf[:n]); werr != nil {
+			dc, dp, dr := conn.reserve(n), s.peak.reserve(n), s.rate.reserve(n)
+			d := max(dc, dp, dr)
+			s.peak.bind(peakBound, dp > 0 && dp >= d)
+			s.rate.bind(rateBound, dr > 0 && dr >= d)
+			peakBound, rateBound = dp > 0 && dp >= d, dr > 0 && dr >= d
+			if !s.sleep(r, d) {
 				return
 			}
 			s.mu.Lock()
 			s.stats.Bytes += int64(n)
 			s.mu.Unlock()
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
 		}
 		if err != nil {
 			return
