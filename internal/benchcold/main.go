@@ -42,6 +42,9 @@ import (
 	"github.com/memload/memload/llm"
 )
 
+// rawRow is the summary's row for the raw reader of accuracy.
+const rawRow = "raw reader: 32 connections, 8 MiB ranges, bytes dropped (the shaper's own accuracy, once)"
+
 const (
 	defaultShapes   = "lambda-like,lambda-like-slow-tail,300MB/s,800MB/s"
 	defaultVariants = "memload,memload:seed,manager,transfermanager"
@@ -126,7 +129,7 @@ func run(links []testutil.Link, variants []string, rounds int, path string) erro
 	}
 	fmt.Println(head)
 	fmt.Println(rule)
-	for _, v := range variants {
+	for _, v := range append([]string{rawRow}, variants...) {
 		row := "| " + variant.Label(v) + " |"
 		for _, l := range links {
 			row += fmt.Sprintf(" %.0f %% |", 100*use[l.Name][v])
@@ -182,7 +185,7 @@ func runLink(ctx context.Context, m *testutil.MinIO, t target, l testutil.Link, 
 	fmt.Printf("\n## %s\n\n%s.\n", l.Name, l)
 	fmt.Printf("Ceiling: %.2f s for %d bytes (first byte, then burst at the peak and the rest at the sustained rate).\n",
 		ceiling.Seconds(), t.Size)
-	acc, err := accuracy(ctx, m, t, l)
+	acc, raw, err := accuracy(ctx, m, t, l)
 	if err != nil {
 		return nil, err
 	}
@@ -202,9 +205,9 @@ func runLink(ctx context.Context, m *testutil.MinIO, t target, l testutil.Link, 
 			samples[v] = append(samples[v], s)
 		}
 	}
-	fmt.Println("| variant | first write s | last byte s | of the ceiling | link idle s | verified s | llama.cpp loaded s | first token s | GETs (slow) |")
-	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-	use := map[string]float64{}
+	fmt.Println("| variant | first write s | last byte s | of the ceiling | of the raw reader | link idle s | verified s | llama.cpp loaded s | first token s | GETs (slow) |")
+	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	use := map[string]float64{rawRow: ceiling.Seconds() / raw.Seconds()}
 	for _, v := range variants {
 		ss := samples[v]
 		at := func(p string) float64 {
@@ -213,15 +216,16 @@ func runLink(ctx context.Context, m *testutil.MinIO, t target, l testutil.Link, 
 		use[v] = variant.Median(ss, func(s sample) float64 {
 			return ceiling.Seconds() / (s.Phases["last byte"] - s.Phases["client"]).Seconds()
 		})
-		fmt.Printf("| %s | %.2f | %.2f | %.0f %% | %.2f | %.2f | %.2f | %.2f | %.0f (%.0f) |\n", variant.Label(v),
-			at("first write"), at("last byte"), 100*use[v],
+		fmt.Printf("| %s | %.2f | %.2f | %.0f %% | %.0f %% | %.2f | %.2f | %.2f | %.2f | %.0f (%.0f) |\n", variant.Label(v),
+			at("first write"), at("last byte"), 100*use[v], 100*use[v]*ceiling.Seconds()/raw.Seconds(),
 			variant.Median(ss, func(s sample) float64 { return s.shaped.Idle.Seconds() }),
 			at("verified"), at("llama.cpp loaded"), at("first token"),
 			variant.Median(ss, func(s sample) float64 { return float64(s.shaped.Requests) }),
 			variant.Median(ss, func(s sample) float64 { return float64(s.shaped.Slow) }))
 	}
-	fmt.Printf("\nof the ceiling = %.2f s / (last byte - client made). link idle: the time the link's sustained rate went unused\n", ceiling.Seconds())
-	fmt.Println("beyond the 10 ms the shaper forgives, by the shaper's count. GETs counted by the shaper, HEADs included.")
+	fmt.Printf("\nof the ceiling = %.2f s / (last byte - client made); of the raw reader = %.2f s (its time, above) / the same.\n", ceiling.Seconds(), raw.Seconds())
+	fmt.Println("link idle: the time the link's sustained rate went unused between the first and the last byte, beyond")
+	fmt.Println("the 10 ms the shaper forgives, by the shaper's count. GETs counted by the shaper, HEADs included.")
 	return use, nil
 }
 
@@ -230,7 +234,7 @@ func runLink(ctx context.Context, m *testutil.MinIO, t target, l testutil.Link, 
 // object read by 32 raw connections in 8 MiB ranges, bytes dropped, as a
 // share of the ceiling: what the link gives a client that asks for all of
 // it, on this machine.
-func accuracy(ctx context.Context, m *testutil.MinIO, t target, l testutil.Link) (string, error) {
+func accuracy(ctx context.Context, m *testutil.MinIO, t target, l testutil.Link) (string, time.Duration, error) {
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}}
 	defer hc.CloseIdleConnections()
 	get := func(s *testutil.Shaper, off, n int64) (int64, error) {
@@ -247,7 +251,7 @@ func accuracy(ctx context.Context, m *testutil.MinIO, t target, l testutil.Link)
 	if l.PerConn > 0 {
 		s, err := testutil.StartShaper(m.Endpoint, testutil.Link{PerConn: l.PerConn})
 		if err != nil {
-			return "", err
+			return "", 0, err
 		}
 		n := min(t.Size, int64(2*l.PerConn))
 		start := time.Now()
@@ -255,14 +259,14 @@ func accuracy(ctx context.Context, m *testutil.MinIO, t target, l testutil.Link)
 		d := time.Since(start)
 		s.Close()
 		if err != nil {
-			return "", err
+			return "", 0, err
 		}
 		rate := float64(got) / d.Seconds()
 		parts = append(parts, fmt.Sprintf("one GET at the %.0f MB/s per-connection cap read at %.1f MB/s (%.3f)", l.PerConn/1e6, rate/1e6, rate/l.PerConn))
 	}
 	s, err := testutil.StartShaper(m.Endpoint, l)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	defer s.Close()
 	const conns, part = 32, 8 << 20
@@ -293,10 +297,10 @@ func accuracy(ctx context.Context, m *testutil.MinIO, t target, l testutil.Link)
 	wg.Wait()
 	d := time.Since(start)
 	if firstErr != nil {
-		return "", firstErr
+		return "", 0, firstErr
 	}
 	parts = append(parts, fmt.Sprintf("%d raw connections in 8 MiB ranges read the object in %.2f s, %.1f %% of the ceiling", conns, d.Seconds(), 100*l.Ceiling(t.Size).Seconds()/d.Seconds()))
-	return strings.Join(parts, "; "), nil
+	return strings.Join(parts, "; "), d, nil
 }
 
 // runOnce runs one variant in a new process of this program, behind a

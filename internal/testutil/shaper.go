@@ -206,8 +206,9 @@ type ShaperStats struct {
 	Slow     int   // of which served slow
 	Bytes    int64 // body bytes handed to clients' connections
 	// Idle is how long the aggregate could have sent at its rate and did
-	// not, beyond what it forgives: the capacity a client left unused
-	// (0 when the link has no aggregate cap).
+	// not, beyond what it forgives, from the first body byte to the last:
+	// the capacity a client left unused while it downloaded (0 when the
+	// link has no aggregate cap).
 	Idle time.Duration
 }
 
@@ -292,7 +293,6 @@ func (s *Shaper) Stats() ShaperStats {
 	s.mu.Unlock()
 	if b := s.rate; b != nil {
 		b.mu.Lock()
-		b.accrue(time.Now())
 		st.Idle = time.Duration(b.unused / b.rate * float64(time.Second))
 		b.mu.Unlock()
 	}
