@@ -130,7 +130,11 @@ func run(links []testutil.Link, variants []string, rounds int, path string) erro
 	fmt.Println(head)
 	fmt.Println(rule)
 	for _, v := range append([]string{rawRow}, variants...) {
-		row := "| " + variant.Label(v) + " |"
+		label := v
+		if v != rawRow {
+			label = variant.Label(v)
+		}
+		row := "| " + label + " |"
 		for _, l := range links {
 			row += fmt.Sprintf(" %.0f %% |", 100*use[l.Name][v])
 		}
