@@ -15,9 +15,10 @@ LLAMA_PLATFORM_arm64 := linux-arm64
 RIE_MODULE := github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test check minio tools rie chromium llama zip-libs chatbot zip bench bench-llm fuzz
+.PHONY: demo test check minio tools rie chromium llama zip-libs chatbot zip bench bench-llm bench-coldstart fuzz
 
 ## demo: run the Lambda chatbot locally: MinIO, a generated model, the chat page
+# (DEMO_FLAGS=-link lambda-like puts MinIO behind a Lambda-shaped link)
 demo: minio chatbot
 	go run ./examples/demo -chatbot $(BIN)/chatbot $(DEMO_FLAGS)
 
@@ -80,6 +81,11 @@ $(BENCH_OLD)/benchllm:
 	rm -rf $(BENCH_OLD) && mkdir -p $(BENCH_OLD)/src
 	git archive $(BENCH_OLD_REV) | tar -x -C $(BENCH_OLD)/src
 	cd $(BENCH_OLD)/src && CGO_CFLAGS='-O3 -march=x86-64-v3' CGO_CXXFLAGS='-O3 -march=x86-64-v3' go build -o $@ ./internal/benchllm
+
+## bench-coldstart: the chatbot's cold start (S3 -> memfd -> SHA-256 -> llama.cpp -> first token) on shaped links
+# (Lambda-like, with a slow tail, 300 and 800 MB/s), memload against the SDK's downloaders; about 15 minutes
+bench-coldstart: minio llama
+	go run ./internal/benchcold -rounds 3
 
 ## fuzz: a minute each for the URI and GGUF header parsers and s3load against a hostile server (FUZZTIME=10m for longer)
 FUZZTIME ?= 60s

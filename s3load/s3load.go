@@ -53,8 +53,8 @@ type Client interface {
 
 // Default option values.
 const (
-	DefaultPartSize     = 32 << 20
-	DefaultConcurrency  = 8
+	DefaultPartSize     = 16 << 20
+	DefaultConcurrency  = 16
 	DefaultMaxAttempts  = 5
 	DefaultStallTimeout = 5 * time.Second
 	DefaultMinSpeed     = 8 << 10 // bytes per second

@@ -12,6 +12,15 @@
 // with the shapes and quantisation of DeepSeek-R1-Distill-Qwen-1.5B Q4_K_M
 // (1.1 GB, cached in .cache/models), with random weights. It loads and
 // runs at that model's real speed, but its answers are gibberish.
+//
+// With -link (lambda-like, lambda-like-slow-tail, 300MB/s, 800MB/s), MinIO
+// sits behind a testutil.Shaper that gives it a Lambda-shaped network: a
+// stand-in built from published measurements, not Lambda itself. The demo
+// then shows the cold start phase by phase, with a progress bar on a
+// terminal (plain lines otherwise), and the download next to the link's
+// ceiling.
+//
+//	go run ./examples/demo -chatbot .bin/chatbot -link lambda-like
 package main
 
 import (
@@ -29,12 +38,14 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/memload/memload/internal/progress"
 	"github.com/memload/memload/internal/testutil"
 )
 
@@ -52,7 +63,12 @@ func run() error {
 	ask := flag.String("ask", "Why is the sky blue?", "the question asked once the model is loaded (empty: none)")
 	maxTokens := flag.Int("max-tokens", 48, "tokens to generate for the question")
 	exit := flag.Bool("exit", false, "stop after the question instead of serving until Ctrl-C")
+	linkName := flag.String("link", "none", "put MinIO behind a shaped link: none, lambda-like, lambda-like-slow-tail, 300MB/s or 800MB/s")
 	flag.Parse()
+	link, err := testutil.LinkNamed(*linkName)
+	if err != nil {
+		return fmt.Errorf("-link: %w", err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -73,13 +89,24 @@ func run() error {
 	}
 	uri := "s3://models/" + key
 	fmt.Printf("uploaded %s (%.2f GB), sha256 %s\n", uri, float64(size)/1e9, sum)
+	endpoint := m.Endpoint
+	if link != (testutil.Link{Name: "none"}) {
+		sh, err := testutil.StartShaper(m.Endpoint, link)
+		if err != nil {
+			return err
+		}
+		defer sh.Close()
+		endpoint = sh.URL
+		fmt.Printf("MinIO behind a shaped link (a stand-in for Lambda's network, not a measurement of it):\n  %s\n", link)
+		fmt.Printf("  at best %.1f s for %.2f GB (the link's ceiling)\n", link.Ceiling(size).Seconds(), float64(size)/1e9)
+	}
 
 	// The chatbot, configured as the SAM template configures the function.
 	cmd := exec.Command(*chatbot, "-addr", *addr)
 	cmd.Env = append(os.Environ(),
 		"MODEL_URI="+uri,
 		"MODEL_SHA256="+sum,
-		"AWS_ENDPOINT_URL_S3="+m.Endpoint,
+		"AWS_ENDPOINT_URL_S3="+endpoint,
 		"AWS_ACCESS_KEY_ID="+m.AccessKey,
 		"AWS_SECRET_ACCESS_KEY="+m.SecretKey,
 		"AWS_REGION="+m.Region,
@@ -96,12 +123,13 @@ func run() error {
 	}
 	exited := make(chan error, 1)
 	listening := make(chan string, 1)
+	show := &phases{out: os.Stdout}
 	go func() {
 		// Pass the chatbot's log through, and pick out its URL.
 		sc := bufio.NewScanner(logs)
 		for sc.Scan() {
 			line := sc.Text()
-			fmt.Fprintln(os.Stderr, "  chatbot | "+line)
+			show.print(func() { fmt.Fprintln(os.Stderr, "  chatbot | "+line) })
 			if _, after, ok := strings.Cut(line, "msg=listening url="); ok {
 				url, _, _ := strings.Cut(after, " ")
 				listening <- url
@@ -128,11 +156,16 @@ func run() error {
 	case <-ctx.Done():
 		return nil
 	}
-	h, err := waitReady(ctx, url, exited)
+	h, err := waitReady(ctx, url, exited, show)
 	if err != nil {
 		return err
 	}
 	printColdStart(h)
+	if link.Name != "none" && h.ColdStart.DownloadMS > 0 {
+		ceiling := link.Ceiling(h.ColdStart.Bytes).Seconds()
+		fmt.Printf("  the download took %.2f s, the link's ceiling is %.2f s: %.0f %% of what the link can carry\n",
+			h.ColdStart.DownloadMS/1000, ceiling, 100*ceiling/(h.ColdStart.DownloadMS/1000))
+	}
 	fmt.Printf("\nchat page:  %s\nOpenAI API: %sv1/chat/completions\n", url, url)
 
 	if *ask != "" {
@@ -226,14 +259,72 @@ type health struct {
 	} `json:"cold_start"`
 }
 
-// waitReady polls /healthz until the model is loaded.
-func waitReady(ctx context.Context, url string, exited chan error) (*health, error) {
+// phases shows the load's progress as /healthz reports it: a line when
+// the phase changes, and a progress bar while the model downloads. The
+// chatbot's log lines are printed around the bar.
+type phases struct {
+	out   io.Writer // os.Stdout: a bar on a terminal, lines otherwise
+	mu    sync.Mutex
+	start time.Time
+	last  string
+	bar   *progress.Bar
+}
+
+// update shows the state h reports.
+func (p *phases) update(h *health) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.start.IsZero() {
+		p.start = time.Now()
+	}
+	if h.Phase != p.last {
+		if p.bar != nil {
+			p.bar.Set(h.Loaded)
+			p.bar.Done()
+			p.bar = nil
+		}
+		p.last = h.Phase
+		fmt.Fprintf(p.out, "  %6.2f s  %s\n", time.Since(p.start).Seconds(), phaseWords[h.Phase])
+	}
+	if h.Phase == "download" && h.Total > 0 {
+		if p.bar == nil {
+			p.bar = progress.New(p.out, "          download", h.Total)
+		}
+		p.bar.Set(h.Loaded)
+	}
+}
+
+// print runs f, which prints lines, around the bar if there is one.
+func (p *phases) print(f func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bar != nil {
+		p.bar.Interrupt(f)
+		return
+	}
+	f()
+}
+
+var phaseWords = map[string]string{
+	"config":    "config: AWS configuration, S3 client",
+	"download":  "download: S3 -> memfd, each part hashed as it lands",
+	"verify":    "verify: the last parts' SHA-256",
+	"llama.cpp": "llama.cpp: loading the model from the memfd",
+	"ready":     "ready",
+	"failed":    "failed",
+}
+
+// waitReady polls /healthz until the model is loaded, showing its phases.
+func waitReady(ctx context.Context, url string, exited chan error, show *phases) (*health, error) {
 	for {
 		var h health
 		resp, err := http.Get(url + "healthz")
 		if err == nil {
 			err = json.NewDecoder(resp.Body).Decode(&h)
 			resp.Body.Close()
+		}
+		if err == nil {
+			show.update(&h)
 		}
 		switch {
 		case err != nil:

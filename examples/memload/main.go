@@ -1,7 +1,9 @@
 // Command memload loads an S3 object into memory with s3load and prints
 // how long it took. It talks to AWS with the usual credential chain, or to
 // any S3-compatible server (MinIO) given with -endpoint or
-// AWS_ENDPOINT_URL_S3.
+// AWS_ENDPOINT_URL_S3. While it loads, it draws a progress bar (bytes,
+// MB/s, time left) when stdout is a terminal, and otherwise writes a plain
+// progress line to stderr every 2 s (-q: neither).
 //
 //	memload [flags] s3://bucket/key
 package main
@@ -13,15 +15,20 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"golang.org/x/term"
+
+	"github.com/memload/memload/internal/progress"
 	"github.com/memload/memload/memfd"
 	"github.com/memload/memload/s3load"
 )
@@ -40,6 +47,7 @@ func run() error {
 	concurrency := flag.Int("concurrency", s3load.DefaultConcurrency, "ranged GETs in flight at once")
 	sum := flag.Bool("sha256", false, "print the SHA-256 of the loaded bytes")
 	verbose := flag.Bool("v", false, "log each part")
+	quiet := flag.Bool("q", false, "no progress bar or progress lines")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: memload [flags] s3://bucket/key\n\n")
 		flag.PrintDefaults()
@@ -67,13 +75,35 @@ func run() error {
 	if *verbose {
 		level = slog.LevelDebug
 	}
+	// A bar on stdout when it is a terminal; else a line now and then on
+	// stderr, keeping stdout for the summary.
+	var bar atomic.Pointer[progress.Bar] // made at the first write, when the size is known
+	barOut := os.Stderr
+	if term.IsTerminal(int(os.Stdout.Fd())) {
+		barOut = os.Stdout
+	}
+	logOut := io.Writer(os.Stderr)
+	if barOut == os.Stdout && !*quiet {
+		logOut = interrupting{&bar, os.Stderr}
+	}
 	loader := s3load.New(client, func(o *s3load.Options) {
 		o.PartSize = *partSize
 		o.Concurrency = *concurrency
-		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+		o.Logger = slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: level}))
+		if !*quiet {
+			o.Progress = func(done, total int64) {
+				if bar.Load() == nil {
+					bar.Store(progress.New(barOut, uri, total))
+				}
+				bar.Load().Set(done)
+			}
+		}
 	})
 
 	f, stats, err := loader.Load(ctx, uri)
+	if b := bar.Load(); b != nil {
+		b.Done()
+	}
 	if err != nil {
 		return err
 	}
@@ -93,6 +123,21 @@ func run() error {
 		fmt.Printf("sha256   %s (%v)\n", h, time.Since(start).Round(time.Millisecond))
 	}
 	return nil
+}
+
+// interrupting writes log lines above the progress bar, once there is one.
+type interrupting struct {
+	bar *atomic.Pointer[progress.Bar]
+	w   io.Writer
+}
+
+func (i interrupting) Write(p []byte) (n int, err error) {
+	b := i.bar.Load()
+	if b == nil {
+		return i.w.Write(p)
+	}
+	b.Interrupt(func() { n, err = i.w.Write(p) })
+	return n, err
 }
 
 func sha256Of(f *memfd.File) (string, error) {

@@ -3,41 +3,29 @@ package main
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
-	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"golang.org/x/sys/unix"
 
+	"github.com/memload/memload/internal/bench/variant"
 	"github.com/memload/memload/memfd"
 	"github.com/memload/memload/s3load"
 )
 
 // target is what a child process downloads, and how it reaches the server.
 type target struct {
-	Endpoint, CertFile   string
-	AccessKey, SecretKey string
-	Bucket, Key          string
-	Size                 int64
-	Verify               bool   // print the SHA-256 of what was loaded
-	SHA256               string // coldstart: expect this SHA-256 (Options.SHA256)
-	StartUnixNano        int64  // when the parent started this process
+	variant.Target
+	Verify        bool   // print the SHA-256 of what was loaded
+	SHA256        string // coldstart: expect this SHA-256 (Options.SHA256)
+	StartUnixNano int64  // when the parent started this process
 }
 
 // result is what a child prints, as one JSON line.
@@ -52,26 +40,22 @@ type result struct {
 
 // runChild downloads the target once with the named variant, into a memfd,
 // and prints a result. Its CPU time and peak RSS are read by the parent.
-func runChild(variant string, t target) error {
+func runChild(v string, t target) error {
 	phases := map[string]time.Duration{}
 	began := time.Unix(0, t.StartUnixNano)
 	mark := func(name string) { phases[name] = time.Since(began) }
 	mark("main")
 	ctx := context.Background()
 	start := time.Now()
-	client, err := newClient(t)
+	client, err := variant.NewClient(t.Target)
 	if err != nil {
 		return err
 	}
 	mark("client")
-	var f *memfd.File     // memload's result, or a floor
-	var plain destination // a peer's result
-	name, params, _ := strings.Cut(variant, ":")
-	name, ourMemfd := strings.CutSuffix(name, "+memfd")
-	if ourMemfd && name != "manager" && name != "transfermanager" {
-		return fmt.Errorf("unknown variant %q: only the peers (manager, transfermanager) take +memfd", variant)
-	}
-	switch name {
+	var f *memfd.File  // memload's result, or a floor
+	var plain *os.File // a peer's result in its own memfd
+	name, params, _ := strings.Cut(v, ":")
+	switch strings.TrimSuffix(name, "+memfd") {
 	case "none":
 		// Process start-up only: the baseline for CPU and RSS.
 	case "floor":
@@ -97,29 +81,16 @@ func runChild(variant string, t target) error {
 					}
 				}
 			}
-			switch params {
-			case "":
-			case "seed":
-				o.PartSize, o.Concurrency = 100<<20, runtime.NumCPU()
-			case "noreserve":
-				o.MemfdOptions = append(o.MemfdOptions, func(m *memfd.Options) { m.NoReserve = true })
-			default:
-				o.PartSize, o.Concurrency, err = parseShape(params)
-			}
 		}
-		loader := s3load.New(client, opts)
+		l, err := variant.Download(ctx, client, strings.Replace(v, "coldstart", "memload", 1), t.Target, nil, opts)
 		if err != nil {
 			return err
 		}
-		var stats s3load.Stats
-		f, stats, err = loader.Load(ctx, "s3://"+t.Bucket+"/"+t.Key)
-		if err != nil {
-			return err
-		}
+		f = l.File
 		if name == "coldstart" {
-			phases["first response"] = phases["client"] + stats.FirstByte
+			phases["first response"] = phases["client"] + l.Stats.FirstByte
 			phases["first write"] = firstWrite.Sub(began)
-			phases["last byte"] = phases["client"] + stats.Elapsed
+			phases["last byte"] = phases["client"] + l.Stats.Elapsed
 			mark("sealed")
 			if _, err := sha256Of(f); err != nil {
 				return err
@@ -132,33 +103,18 @@ func runChild(variant string, t target) error {
 		if _, err := s3load.New(client).LoadTo(ctx, "s3://"+t.Bucket+"/"+t.Key, discard{}); err != nil {
 			return err
 		}
-	case "manager":
-		plain, err = newPeerMemfd(ctx, client, t, ourMemfd)
+	case "manager", "transfermanager":
+		l, err := variant.Download(ctx, client, v, t.Target, nil)
 		if err != nil {
 			return err
 		}
-		d := manager.NewDownloader(client, func(d *manager.Downloader) {
-			if params != "" {
-				d.PartSize, d.Concurrency, err = parseShape(params)
-			}
-		})
-		if err != nil {
-			return err
-		}
-		if _, err := d.Download(ctx, plain, &s3.GetObjectInput{Bucket: &t.Bucket, Key: &t.Key}); err != nil {
-			return err
-		}
-	case "transfermanager":
-		plain, err = newPeerMemfd(ctx, client, t, ourMemfd)
-		if err != nil {
-			return err
-		}
-		tm := transfermanager.New(client)
-		if _, err := tm.DownloadObject(ctx, &transfermanager.DownloadObjectInput{Bucket: &t.Bucket, Key: &t.Key, WriterAt: plain}); err != nil {
-			return err
+		if l.File != nil {
+			f = l.File
+		} else {
+			plain = l.Plain
 		}
 	default:
-		return fmt.Errorf("unknown variant %q", variant)
+		return fmt.Errorf("unknown variant %q", v)
 	}
 	r := result{Load: time.Since(start), HWM: peakRSS()}
 	var ru syscall.Rusage
@@ -185,78 +141,6 @@ func runChild(variant string, t target) error {
 		r.SHA256 = hex.EncodeToString(h.Sum(nil))
 	}
 	return json.NewEncoder(os.Stdout).Encode(r)
-}
-
-// parseShape parses "PARTMiB:CONCURRENCY", such as "16:16".
-func parseShape(s string) (partSize int64, concurrency int, err error) {
-	p, c, _ := strings.Cut(s, ":")
-	mib, err1 := strconv.Atoi(p)
-	concurrency, err2 := strconv.Atoi(c)
-	if err1 != nil || err2 != nil || mib <= 0 || concurrency <= 0 {
-		return 0, 0, fmt.Errorf("shape %q: want PARTMiB:CONCURRENCY, such as 16:16", s)
-	}
-	return int64(mib) << 20, concurrency, nil
-}
-
-// newClient makes the S3 client every variant shares: the SDK's defaults,
-// trusting the server's certificate when there is one.
-func newClient(t target) (*s3.Client, error) {
-	httpClient := awshttp.NewBuildableClient()
-	if t.CertFile != "" {
-		pem, err := os.ReadFile(t.CertFile)
-		if err != nil {
-			return nil, err
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("no certificate in %s", t.CertFile)
-		}
-		httpClient = httpClient.WithTransportOptions(func(tr *http.Transport) {
-			if tr.TLSClientConfig == nil {
-				tr.TLSClientConfig = &tls.Config{}
-			}
-			tr.TLSClientConfig.RootCAs = pool
-		})
-	}
-	return s3.New(s3.Options{
-		Region:       "us-east-1",
-		BaseEndpoint: aws.String(t.Endpoint),
-		Credentials:  credentials.NewStaticCredentialsProvider(t.AccessKey, t.SecretKey, ""),
-		UsePathStyle: true,
-		HTTPClient:   httpClient,
-	}), nil
-}
-
-// destination is where a peer writes the object.
-type destination interface {
-	io.WriterAt
-	io.ReaderAt
-	io.Closer
-}
-
-// newPeerMemfd makes the memfd a peer writes to, sized with HeadObject.
-// By default it is made as a user of the SDK would without memload:
-// memfd_create and ftruncate, as in AWS's write-up. With ourMemfd (the
-// variants named peer+memfd) it is memload's memfd.File instead: reserved,
-// its WriteAt calls taking turns.
-func newPeerMemfd(ctx context.Context, client *s3.Client, t target, ourMemfd bool) (destination, error) {
-	head, err := client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &t.Bucket, Key: &t.Key})
-	if err != nil {
-		return nil, err
-	}
-	if ourMemfd {
-		return memfd.New(t.Key, aws.ToInt64(head.ContentLength))
-	}
-	fd, err := unix.MemfdCreate(t.Key, unix.MFD_CLOEXEC)
-	if err != nil {
-		return nil, err
-	}
-	f := os.NewFile(uintptr(fd), "memfd:"+t.Key)
-	if err := f.Truncate(aws.ToInt64(head.ContentLength)); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
 }
 
 // discard is an io.WriterAt that keeps nothing.

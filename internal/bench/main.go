@@ -33,6 +33,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/memload/memload/internal/bench/variant"
 	"github.com/memload/memload/internal/machine"
 	"github.com/memload/memload/internal/testutil"
 )
@@ -108,8 +109,8 @@ func startServer(proto string, size int64) (m *testutil.MinIO, t target, sha str
 	if err != nil {
 		return nil, t, "", err
 	}
-	t = target{Endpoint: m.Endpoint, CertFile: m.CertFile(), AccessKey: m.AccessKey, SecretKey: m.SecretKey,
-		Bucket: "bench", Key: "model.gguf", Size: size}
+	t = target{Target: variant.Target{Endpoint: m.Endpoint, CertFile: m.CertFile(), AccessKey: m.AccessKey, SecretKey: m.SecretKey,
+		Bucket: "bench", Key: "model.gguf", Size: size}}
 	if err = m.CreateBucket(ctx, t.Bucket); err == nil {
 		sha, err = m.PutRandom(ctx, t.Bucket, t.Key, size, 42)
 	}
@@ -188,7 +189,7 @@ func runProto(proto string, size int64, rounds int, variants []string, coldstart
 		c := median(ss, func(s sample) float64 { return s.cpu.Seconds() })
 		wall := median(ss, func(s sample) float64 { return s.load.Seconds() })
 		rss := median(ss, func(s sample) float64 { return float64(s.maxRSS) / (1 << 20) })
-		fmt.Printf("| %s | %.3f | %.2f | %.3f | %.3f | %.3f | %.2f | %.0f | %.0f |\n", label(v), c/gib, c/ref,
+		fmt.Printf("| %s | %.3f | %.2f | %.3f | %.3f | %.3f | %.2f | %.0f | %.0f |\n", variant.Label(v), c/gib, c/ref,
 			median(ss, func(s sample) float64 { return s.user.Seconds() }),
 			median(ss, func(s sample) float64 { return s.sys.Seconds() }),
 			wall, gib/wall, rss, rss-float64(base.maxRSS)/(1<<20))
@@ -213,7 +214,7 @@ func runProto(proto string, size int64, rounds int, variants []string, coldstart
 		if ours {
 			cpuGoal, wallGoal = "", ""
 		}
-		fmt.Printf("\nmemload / best Go peer (%s): CPU %.2f%s, wall %.2f%s.\n", label(best),
+		fmt.Printf("\nmemload / best Go peer (%s): CPU %.2f%s, wall %.2f%s.\n", variant.Label(best),
 			ref/cpuOf(samples[best]), cpuGoal, median(samples["memload"], loadOf)/median(samples[best], loadOf), wallGoal)
 	}
 	fmt.Printf("\nProcess baseline (start, make the client, exit): %.3f CPU-s, %.0f MiB max RSS; included above, subtracted for \"extra RSS\".\n\n",
@@ -272,40 +273,6 @@ func runColdStart(t target, sum string, runs int, size int64) error {
 	return nil
 }
 
-func label(v string) string {
-	if strings.Contains(v, "+memfd") {
-		return label(strings.Replace(v, "+memfd", "", 1)) + ", into memload's memfd"
-	}
-	switch v {
-	case "memload":
-		return "memload (defaults)"
-	case "memload:seed":
-		return "memload, seed settings (100 MiB × NumCPU)"
-	case "memload:noreserve":
-		return "memload, memfd not reserved (MemfdOptions NoReserve)"
-	case "manager":
-		return "SDK manager.Downloader (defaults: 5 MiB × 5)"
-	case "transfermanager":
-		return "SDK transfermanager (defaults)"
-	case "floor":
-		return "floor: fill a memfd from memory with pwrite, no network"
-	case "floor:noreserve":
-		return "floor, memfd not reserved (no fallocate)"
-	case "floor:map":
-		return "floor, copy into a MAP_POPULATE mapping"
-	case "net":
-		return "net: memload's download into no memfd (bytes dropped)"
-	}
-	if name, shape, ok := strings.Cut(v, ":"); ok {
-		p, c, _ := strings.Cut(shape, ":")
-		if name == "manager" {
-			name = "SDK manager.Downloader"
-		}
-		return fmt.Sprintf("%s, %s MiB × %s", name, p, c)
-	}
-	return v
-}
-
 // runOnce runs one variant in a new process of this program.
 func runOnce(variant string, t target) (sample, error) {
 	cmd := exec.Command(os.Args[0])
@@ -334,17 +301,4 @@ func cpuOf(ss []sample) float64 { return median(ss, func(s sample) float64 { ret
 
 func loadOf(s sample) float64 { return s.load.Seconds() }
 
-func median(ss []sample, f func(sample) float64) float64 {
-	if len(ss) == 0 {
-		return 0
-	}
-	v := make([]float64, len(ss))
-	for i, s := range ss {
-		v[i] = f(s)
-	}
-	slices.Sort(v)
-	if len(v)%2 == 1 {
-		return v[len(v)/2]
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2
-}
+func median(ss []sample, f func(sample) float64) float64 { return variant.Median(ss, f) }
