@@ -35,7 +35,9 @@ func deploy(tmpl []byte, params map[string]string) (*deployment, error) {
 	if err != nil {
 		return nil, err
 	}
-	var unresolved struct{ Parameters map[string]struct{ Default any } }
+	var unresolved struct {
+		Parameters map[string]struct{ Default any }
+	}
 	if err := json.Unmarshal(raw, &unresolved); err != nil {
 		return nil, err
 	}
