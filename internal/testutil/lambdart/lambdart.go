@@ -751,6 +751,7 @@ func (f *Function) stream(w http.ResponseWriter, resp *http.Request, rep *Report
 		}
 		if err != nil {
 			rep.ErrorType = "Runtime.ExitError"
+			f.out.log("reading the response stream: " + err.Error())
 			return err
 		}
 	}
