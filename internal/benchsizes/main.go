@@ -472,7 +472,7 @@ func (b *bench) bisect(w io.Writer, rows []result, step int) {
 	// The model alone needs its size; start just below that.
 	lo = max(lo, int(b.modelBytes>>20)-1)
 	var below result
-	fmt.Fprintf(w, "Bisection between %d and %d MB (prompt of %d tokens, 16 generated):\n\n", lo, hi, len(strings.Fields(b.prompt)))
+	fmt.Fprintf(w, "Bisection between %d and %d MB (the same prompt of %d words, 16 tokens generated):\n\n", lo, hi, len(strings.Fields(b.prompt)))
 	fmt.Fprintln(w, "| Memory (MB) | Outcome | Peak (MiB) | Detail |")
 	fmt.Fprintln(w, "|---:|---|---:|---|")
 	for hi-lo > step {
