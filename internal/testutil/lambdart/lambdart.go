@@ -107,12 +107,13 @@ type Function struct {
 
 	busy chan struct{} // holds a token while a request is served
 
-	mu      sync.Mutex
-	env     *environment
-	invokes map[string]*invocation
-	reports []Report
-	seq     int
-	closed  bool
+	mu       sync.Mutex
+	env      *environment
+	invokes  map[string]*invocation
+	reports  []Report
+	seq      int // processes started
+	requests int
+	closed   bool
 }
 
 // environment is one process of the function.
@@ -566,7 +567,8 @@ func (f *Function) serveURL(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.mu.Lock()
-	id := fmt.Sprintf("%08x-0000-4000-8000-%012x", arrived.UnixNano()&0xffffffff, len(f.reports))
+	f.requests++
+	id := fmt.Sprintf("%08x-0000-4000-8000-%012x", arrived.UnixNano()&0xffffffff, f.requests)
 	f.mu.Unlock()
 	event, err := json.Marshal(urlEvent(r, body, id, arrived))
 	if err != nil {
@@ -776,8 +778,8 @@ func urlError(w http.ResponseWriter, status int, msg string) {
 	json.NewEncoder(w).Encode(map[string]string{"Message": msg})
 }
 
-// textTypes are the content types a Function URL passes as text; other
-// bodies arrive base64-encoded.
+// isText reports whether a Function URL passes a body of this content type
+// as text; other bodies arrive base64-encoded.
 func isText(ct string) bool {
 	mt, _, _ := mime.ParseMediaType(ct)
 	return strings.HasPrefix(mt, "text/") || mt == "application/json" || mt == "application/xml" ||
