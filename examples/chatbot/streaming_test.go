@@ -109,9 +109,14 @@ func TestLambdaStreaming(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := decode[healthAnswer](t, resp.Body)
+	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if h.Status != "ready" || h.ColdStart == nil || !h.ColdStart.LoadedInit {
 		t.Fatalf("healthz %+v", h)
+	}
+	// The invocation's report follows the runtime's end of the response.
+	for deadline := time.Now().Add(10 * time.Second); len(f.Reports()) < 2 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
 	}
 	if r := f.Reports(); len(r) < 2 || !r[0].Init || r[0].Phase != "init" || r[0].Status != "success" || r[0].Duration > 10*time.Second {
 		t.Fatalf("reports %+v: want an init within Lambda's 10 s", r)
@@ -133,6 +138,9 @@ func TestLambdaStreaming(t *testing.T) {
 	}
 	if first > final/2 {
 		t.Errorf("first content at %v, last at %v: the first should arrive long before the end", first, final)
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(f.Reports()) < 3 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
 	}
 	rep := f.Reports()[len(f.Reports())-1]
 	if rep.Status != "success" || rep.Chunks < 20 {

@@ -551,9 +551,18 @@ func runtimeError(w http.ResponseWriter, status int, typ, msg string) {
 // invokes the function and streams its response back.
 func (f *Function) serveURL(w http.ResponseWriter, r *http.Request) {
 	arrived := time.Now()
+	// The environment is free again before the report is out, so that a
+	// caller who saw the report can invoke again.
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			<-f.busy
+		}
+	}
 	select {
 	case f.busy <- struct{}{}:
-		defer func() { <-f.busy }()
+		defer release()
 	default:
 		urlError(w, http.StatusTooManyRequests, "Rate Exceeded.")
 		return
@@ -578,6 +587,7 @@ func (f *Function) serveURL(w http.ResponseWriter, r *http.Request) {
 
 	env, deadline, err := f.environmentFor(arrived)
 	if err != nil {
+		release()
 		f.report(Report{Phase: "invoke", RequestID: id, Status: "error", ErrorType: "Runtime.InitError"})
 		urlError(w, http.StatusBadGateway, "Internal Server Error")
 		return
@@ -596,6 +606,7 @@ func (f *Function) serveURL(w http.ResponseWriter, r *http.Request) {
 	rep := Report{Phase: "invoke", RequestID: id, Status: "success"}
 	defer func() {
 		rep.Duration = time.Since(start)
+		release()
 		f.report(rep)
 	}()
 	timeout := time.NewTimer(time.Until(deadline))
@@ -634,21 +645,20 @@ func (f *Function) serveURL(w http.ResponseWriter, r *http.Request) {
 	// The copy ends when the body does; a timeout kills the process,
 	// which ends the body.
 	stop := make(chan struct{})
-	defer close(stop)
-	timedOut := make(chan struct{})
+	killed := make(chan bool, 1)
 	go func() {
 		select {
 		case <-timeout.C:
-			close(timedOut)
 			env.kill()
+			killed <- true
 		case <-stop:
+			killed <- false
 		}
 	}()
 	err = f.stream(w, resp, &rep)
-	select {
-	case <-timedOut:
-		rep.Status, err = "timeout", errors.New("timed out")
-	default:
+	close(stop)
+	if <-killed {
+		rep.Status, rep.ErrorType, err = "timeout", "", errors.New("timed out")
 	}
 	inv.posted <- err
 	if err != nil || rep.Status != "success" {

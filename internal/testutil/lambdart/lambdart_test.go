@@ -134,6 +134,19 @@ func start(t *testing.T, name string, optFns ...func(*Options)) (*Function, stri
 	return f, dir
 }
 
+// reports waits for at least n reports: an invocation's comes once the
+// runtime has finished its response, which can be after the client has
+// read it all.
+func reports(t *testing.T, f *Function, n int) []Report {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); len(f.Reports()) < n; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d reports, want %d: %+v", len(f.Reports()), n, f.Reports())
+		}
+	}
+	return f.Reports()
+}
+
 func get(t *testing.T, url string) (*http.Response, string) {
 	t.Helper()
 	resp, err := http.Get(url)
@@ -163,6 +176,7 @@ func TestEvent(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
 		t.Fatal(err)
 	}
+	io.Copy(io.Discard, resp.Body)
 	ev := got.Event
 	if resp.StatusCode != http.StatusCreated || resp.Header.Get("Content-Type") != "application/json" || resp.Header.Get("Set-Cookie") != "c=1" {
 		t.Errorf("response %s %v", resp.Status, resp.Header)
@@ -184,11 +198,12 @@ func TestEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	json.NewDecoder(resp.Body).Decode(&got)
+	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if !got.Event.IsBase64Encoded || got.Body != "\x00\x01\x02" {
 		t.Errorf("binary body: %+v %q", got.Event, got.Body)
 	}
-	r := f.Reports()
+	r := reports(t, f, 3)
 	if len(r) != 3 || !r[0].Init || r[0].Status != "success" || r[1].Status != "success" || r[1].ResponseMode != "" {
 		t.Errorf("reports %+v", r)
 	}
@@ -215,8 +230,7 @@ func TestStreaming(t *testing.T) {
 	if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
 		t.Errorf("after the chunks: %q %v", rest, err)
 	}
-	time.Sleep(50 * time.Millisecond) // the report follows the runtime's 202
-	r := f.Reports()
+	r := reports(t, f, 2)
 	if last := r[len(r)-1]; last.Status != "success" || last.Chunks < 5 {
 		t.Errorf("report %+v", last)
 	}
@@ -235,7 +249,7 @@ func TestInitError(t *testing.T) {
 			}
 			// The init failed, was retried within the invocation, and
 			// failed again.
-			r := f.Reports()
+			r := reports(t, f, 3)
 			if len(r) != 3 || r[0].Phase != "init" || r[0].ErrorType != c.errorType || r[1].Phase != "invoke" || !r[1].Init ||
 				r[1].ErrorType != c.errorType || r[2].Init || r[2].Status != "error" || f.Starts() != 2 {
 				t.Errorf("reports %+v, %d starts", r, f.Starts())
@@ -255,7 +269,7 @@ func TestInitTimeout(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || body != "ready" {
 		t.Errorf("%s %q", resp.Status, body)
 	}
-	r := f.Reports()
+	r := reports(t, f, 3)
 	if len(r) != 3 || r[0].Status != "timeout" || r[0].Phase != "init" || r[1].Status != "success" || r[1].Phase != "invoke" ||
 		r[2].Status != "success" || f.Starts() != 2 {
 		t.Errorf("reports %+v, %d starts", r, f.Starts())
@@ -296,8 +310,7 @@ func TestMidStreamError(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || string(b) != "partial" || err == nil {
 		t.Errorf("%s %q %v: want the partial body, then an error", resp.Status, b, err)
 	}
-	time.Sleep(50 * time.Millisecond)
-	r := f.Reports()
+	r := reports(t, f, 2)
 	if last := r[len(r)-1]; last.Status != "error" || last.ErrorType != "errors.errorString" && last.ErrorType == "" {
 		t.Errorf("report %+v", last)
 	}
@@ -341,8 +354,7 @@ func TestTimeout(t *testing.T) {
 	if string(b) != "started" || err == nil {
 		t.Errorf("%q %v: want the start, then a broken stream", b, err)
 	}
-	time.Sleep(50 * time.Millisecond)
-	r := f.Reports()
+	r := reports(t, f, 2)
 	if last := r[len(r)-1]; last.Status != "timeout" {
 		t.Errorf("reports %+v", r)
 	}
