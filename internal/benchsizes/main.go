@@ -138,9 +138,8 @@ func main() {
 	fmt.Printf("# load average %s at the end\n", machine.LoadAvg())
 }
 
-// buildChatbot builds the chatbot for this machine as make chatbot does
-// (the Makefile's CGO_CFLAGS come from the environment). Kept in one place
-// so that a change of engine changes one function.
+// buildChatbot builds the chatbot for this machine as make chatbot does.
+// Kept in one place so that a change of engine changes one function.
 func buildChatbot(dir string) (string, error) {
 	root, err := testutil.RepoRoot()
 	if err != nil {
@@ -156,7 +155,7 @@ func buildChatbot(dir string) (string, error) {
 }
 
 func minioEnv(m *testutil.MinIO) []string {
-	return []string{
+	env := []string{
 		"MODEL_URI=s3://models/model.gguf",
 		"AWS_ENDPOINT_URL_S3=" + m.Endpoint,
 		"AWS_ACCESS_KEY_ID=" + m.AccessKey,
@@ -167,6 +166,11 @@ func minioEnv(m *testutil.MinIO) []string {
 		"AWS_SHARED_CREDENTIALS_FILE=" + os.DevNull,
 		"PATH=" + os.Getenv("PATH"),
 	}
+	// Where llm finds llama.cpp's libraries (the Makefile sets it).
+	if dir := os.Getenv("MEMLOAD_LLAMA_LIB"); dir != "" {
+		env = append(env, "MEMLOAD_LLAMA_LIB="+dir)
+	}
+	return env
 }
 
 type bench struct {
