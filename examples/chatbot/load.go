@@ -270,15 +270,16 @@ func (l *loader) load(ctx context.Context, cfg config, logger, llmLog *slog.Logg
 }
 
 // llamaHeadroom estimates the memory llama.cpp allocates besides the mapped
-// model: the KV cache (f16, contextSize tokens) and the compute buffers,
-// with the rest of the process. It is sized for models of the
+// model: the KV cache (f16, contextSize tokens), the compute buffers and
+// the repacked copies of weights not yet given back to the memfd, with the
+// rest of the process. It is sized for models of the
 // DeepSeek-R1-Distill-Qwen-1.5B class (28 layers, 2 KV heads of 128: 28 KiB
-// per token of KV cache), with a margin: make bench-sizes measured 230 MiB
-// over the model's 1064 MiB at the peak with a 4096-token context, and
-// found the smallest working memory size (BENCHMARKS.md). Larger models
-// need more than this estimate, which then only catches part of the
-// shortfall.
+// per token of KV cache), with a margin: make bench-sizes measured a peak
+// of 269 MiB over the model's 1063 MiB with a 4096-token context, and an
+// OOM kill at 1328 MB where 256 MiB of headroom let the load start
+// (BENCHMARKS.md). Larger models need more than this estimate, which then
+// only catches part of the shortfall.
 func llamaHeadroom(contextSize int) int64 {
 	const kvPerToken = 32 << 10 // bytes
-	return 128<<20 + int64(contextSize)*kvPerToken
+	return 192<<20 + int64(contextSize)*kvPerToken
 }

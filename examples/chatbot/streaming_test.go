@@ -124,8 +124,10 @@ func TestLambdaStreaming(t *testing.T) {
 
 	const tokens = 400
 	text, last, reads, times := streamedAnswer(t, f.URL(), tokens)
-	if last.Timings == nil || last.Timings.PredictedN != tokens {
-		t.Fatalf("final chunk %+v: want %d tokens (greedy)", last, tokens)
+	// Greedy, the answer may still end its turn before max_tokens; it
+	// must be long enough to show the stream.
+	if last.Timings == nil || last.Timings.PredictedN < 100 {
+		t.Fatalf("final chunk %+v: want at least 100 of %d tokens", last, tokens)
 	}
 	distinct := map[int]bool{}
 	for _, r := range reads {
@@ -165,7 +167,7 @@ func TestLambdaStreaming(t *testing.T) {
 		return resp.StatusCode == http.StatusOK
 	})
 	local, localLast, _, _ := streamedAnswer(t, base, tokens)
-	if local != text || *localLast.Choices[0].FinishReason != *last.Choices[0].FinishReason {
+	if local != text || *localLast.Choices[0].FinishReason != *last.Choices[0].FinishReason || localLast.Timings.PredictedN != last.Timings.PredictedN {
 		t.Errorf("under lambdart %q (%s)\nlocally       %q (%s)", text, *last.Choices[0].FinishReason, local, *localLast.Choices[0].FinishReason)
 	}
 }
