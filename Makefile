@@ -15,7 +15,7 @@ LLAMA_PLATFORM_arm64 := linux-arm64
 RIE_MODULE := github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test check minio tools rie chromium llama zip-libs chatbot zip bench bench-llm bench-coldstart fuzz
+.PHONY: demo test check minio tools rie chromium llama zip-libs chatbot zip bench bench-llm bench-coldstart bench-sizes fuzz
 
 ## demo: run the Lambda chatbot locally: MinIO, a generated model, the chat page
 # (DEMO_FLAGS=-link lambda-like puts MinIO behind a Lambda-shaped link)
@@ -86,6 +86,10 @@ $(BENCH_OLD)/benchllm:
 # (Lambda-like, with a slow tail, 300 and 800 MB/s), memload against the SDK's downloaders; about 15 minutes
 bench-coldstart: minio llama
 	go run ./internal/benchcold -rounds 3
+
+## bench-sizes: the chatbot at each Lambda memory size this machine can emulate (cgroups; as root), and the smallest that works
+bench-sizes: minio llama
+	go run ./internal/benchsizes $(BENCH_SIZES_FLAGS)
 
 ## fuzz: a minute each for the URI and GGUF header parsers and s3load against a hostile server (FUZZTIME=10m for longer)
 FUZZTIME ?= 60s

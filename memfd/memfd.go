@@ -42,6 +42,13 @@ type Options struct {
 	// NoMemoryCheck skips comparing the size with the memory the process
 	// may use (cgroup limit, MemAvailable) before creating the file.
 	NoMemoryCheck bool
+
+	// Headroom is memory the process will need besides the file once it is
+	// filled, such as the buffers of the library that reads it (llama.cpp's
+	// KV cache and compute buffers). The check then requires size plus
+	// Headroom to fit, so that a load which would be killed later is
+	// refused before it starts. Nothing is reserved for it.
+	Headroom int64
 }
 
 // File is an anonymous in-memory file of fixed size. It is safe for
@@ -111,6 +118,7 @@ func (f *File) describe() string { return "memfd:" + f.name }
 type MemoryError struct {
 	Name      string // the File's name
 	Requested int64  // bytes asked for
+	Headroom  int64  // of Requested, the bytes needed besides the file (Options.Headroom)
 	Available int64  // bytes the process may still take, -1 if unknown
 	Limit     int64  // the cgroup's memory limit, 0 if there is none
 	Err       error  // the failed reservation, if it got that far
@@ -118,6 +126,9 @@ type MemoryError struct {
 
 func (e *MemoryError) Error() string {
 	msg := fmt.Sprintf("memfd: %q needs %s of memory", e.Name, formatBytes(e.Requested))
+	if e.Headroom > 0 {
+		msg += fmt.Sprintf(" (%s for the file, %s besides)", formatBytes(e.Requested-e.Headroom), formatBytes(e.Headroom))
+	}
 	if e.Available >= 0 {
 		msg += fmt.Sprintf(" but only %s is available", formatBytes(e.Available))
 	}

@@ -25,8 +25,8 @@ func New(name string, size int64, optFns ...func(*Options)) (*File, error) {
 	for _, fn := range optFns {
 		fn(&o)
 	}
-	if size < 0 {
-		return nil, fmt.Errorf("memfd: size %d for %q is negative", size, name)
+	if size < 0 || o.Headroom < 0 {
+		return nil, fmt.Errorf("memfd: size %d or headroom %d for %q is negative", size, o.Headroom, name)
 	}
 	if name == "" {
 		name = "memload"
@@ -35,7 +35,7 @@ func New(name string, size int64, optFns ...func(*Options)) (*File, error) {
 		name = name[:maxNameLen]
 	}
 	if !o.NoMemoryCheck {
-		if err := checkMemory(name, size); err != nil {
+		if err := checkMemory(name, size, o.Headroom); err != nil {
 			return nil, err
 		}
 	}

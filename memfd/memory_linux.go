@@ -18,12 +18,14 @@ var (
 	cgroupRoot = "/sys/fs/cgroup"
 )
 
-// checkMemory refuses sizes larger than what the process may still take.
-func checkMemory(name string, size int64) error {
+// checkMemory refuses sizes (with the headroom the process needs besides)
+// larger than what the process may still take.
+func checkMemory(name string, size, headroom int64) error {
 	if size == 0 {
 		return nil
 	}
-	if e := memoryError(name, size); e.Available >= 0 && size > e.Available {
+	if e := memoryError(name, size+headroom); e.Available >= 0 && size+headroom > e.Available {
+		e.Headroom = headroom
 		return e
 	}
 	return nil

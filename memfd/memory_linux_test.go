@@ -1,8 +1,10 @@
 package memfd
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -90,11 +92,22 @@ func TestCgroupMemory(t *testing.T) {
 				t.Errorf("Available = %d, want %d", e.Available, tt.available)
 			}
 			if tt.available >= 0 {
-				if err := checkMemory("m", tt.available+1); err == nil {
+				if err := checkMemory("m", tt.available+1, 0); err == nil {
 					t.Errorf("checkMemory(%d) accepted a size above what is available", tt.available+1)
 				}
-				if err := checkMemory("m", tt.available); err != nil {
+				if err := checkMemory("m", tt.available, 0); err != nil {
 					t.Errorf("checkMemory(%d) refused what is available: %v", tt.available, err)
+				}
+				// The headroom counts: what fits alone does not fit with it.
+				if tt.available > 1 {
+					err := checkMemory("m", tt.available-1, 2)
+					var me *MemoryError
+					if !errors.As(err, &me) || me.Headroom != 2 || me.Requested != tt.available+1 || !strings.Contains(err.Error(), "besides") {
+						t.Errorf("checkMemory(%d, headroom 2) = %v, want a refusal naming the headroom", tt.available-1, err)
+					}
+					if err := checkMemory("m", tt.available-2, 2); err != nil {
+						t.Errorf("checkMemory(%d, headroom 2) refused what is available: %v", tt.available-2, err)
+					}
 				}
 			}
 		})

@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/memload/memload/llm"
+	"github.com/memload/memload/memfd"
 	"github.com/memload/memload/s3load"
 )
 
@@ -228,6 +229,10 @@ func (l *loader) load(ctx context.Context, cfg config, logger, llmLog *slog.Logg
 		// file is closed after the load (CloseFile), so nobody could write
 		// to it anyway.
 		o.NoSeal = true
+		// Refuse up front a model that fits but leaves no room for
+		// llama.cpp's context: a process over the cgroup's limit is
+		// killed, with no error to report.
+		o.MemfdOptions = append(o.MemfdOptions, func(m *memfd.Options) { m.Headroom = llamaHeadroom(cfg.ContextSize) })
 		o.Progress = func(done, total int64) {
 			l.loaded.Store(done)
 			l.total.Store(total)
@@ -262,4 +267,19 @@ func (l *loader) load(ctx context.Context, cfg config, logger, llmLog *slog.Logg
 		return nil, c, err
 	}
 	return finish(m, t)
+}
+
+// llamaHeadroom estimates the memory llama.cpp allocates besides the mapped
+// model: the KV cache (f16, contextSize tokens), the compute buffers and
+// the repacked copies of weights not yet given back to the memfd, with the
+// rest of the process. It is sized for models of the
+// DeepSeek-R1-Distill-Qwen-1.5B class (28 layers, 2 KV heads of 128: 28 KiB
+// per token of KV cache), with a margin: make bench-sizes measured a peak
+// of 269 MiB over the model's 1063 MiB with a 4096-token context, and an
+// OOM kill at 1328 MB where 256 MiB of headroom let the load start
+// (BENCHMARKS.md). Larger models need more than this estimate, which then
+// only catches part of the shortfall.
+func llamaHeadroom(contextSize int) int64 {
+	const kvPerToken = 32 << 10 // bytes
+	return 192<<20 + int64(contextSize)*kvPerToken
 }
