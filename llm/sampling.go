@@ -1,6 +1,7 @@
 package llm
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/hybridgroup/yzma/pkg/llama"
@@ -41,6 +42,11 @@ number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9] [1
 ws ::= | " " | "\n" [ \t]{0,20}
 `
 
+// ErrBadOption is matched by the error of [Model.Chat] when a
+// [ChatOptions] value is out of range or invalid: a caller's mistake, not
+// the engine's.
+var ErrBadOption = errors.New("llm: invalid chat option")
+
 // checkSampling refuses sampling options out of their ranges.
 func checkSampling(o ChatOptions, nVocab int) error {
 	for _, p := range []struct {
@@ -48,15 +54,15 @@ func checkSampling(o ChatOptions, nVocab int) error {
 		v    float32
 	}{{"PresencePenalty", o.PresencePenalty}, {"FrequencyPenalty", o.FrequencyPenalty}} {
 		if p.v < -2 || p.v > 2 || p.v != p.v {
-			return fmt.Errorf("llm: %s %g is out of range: use -2 to 2 (0 is off)", p.name, p.v)
+			return fmt.Errorf("%w: %s %g is out of range: use -2 to 2 (0 is off)", ErrBadOption, p.name, p.v)
 		}
 	}
 	for tok, bias := range o.LogitBias {
 		if tok < 0 || tok >= nVocab {
-			return fmt.Errorf("llm: LogitBias token %d is not in the vocabulary: ids go from 0 to %d", tok, nVocab-1)
+			return fmt.Errorf("%w: LogitBias token %d is not in the vocabulary: ids go from 0 to %d", ErrBadOption, tok, nVocab-1)
 		}
 		if bias < -100 || bias > 100 || bias != bias {
-			return fmt.Errorf("llm: LogitBias of token %d is %g: use -100 to 100", tok, bias)
+			return fmt.Errorf("%w: LogitBias of token %d is %g: use -100 to 100", ErrBadOption, tok, bias)
 		}
 	}
 	return nil
@@ -87,7 +93,7 @@ func (m *Model) newSampler(o ChatOptions) (llama.Sampler, error) {
 		g := llama.SamplerInitGrammar(m.vocab, o.Grammar, "root")
 		if g == 0 {
 			llama.SamplerFree(chain)
-			return 0, fmt.Errorf("llm: the Grammar is not valid GBNF with a rule named root (llama.cpp's log says where it fails)")
+			return 0, fmt.Errorf("%w: the Grammar is not valid GBNF with a rule named root (llama.cpp's log says where it fails)", ErrBadOption)
 		}
 		llama.SamplerChainAdd(chain, g)
 	}

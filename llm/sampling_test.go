@@ -3,6 +3,7 @@ package llm
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 
@@ -125,7 +126,7 @@ func TestBadSamplingOptions(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := m.Chat(context.Background(), hello, nil, greedy(4), c.fn)
-			if err == nil || !strings.Contains(err.Error(), c.want) {
+			if !errors.Is(err, ErrBadOption) || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("error %v, want one containing %q", err, c.want)
 			}
 		})
