@@ -57,6 +57,26 @@ type ChatOptions struct {
 	// is known not to, so a stop string never reaches the callback, even
 	// in part.
 	Stop []string
+
+	// PresencePenalty and FrequencyPenalty are OpenAI's penalties, from -2
+	// to 2 (default 0, off): a token's logit is lowered by PresencePenalty
+	// if it appeared in the last [PenaltyLastN] generated tokens, and by
+	// FrequencyPenalty times the number of its appearances there; negative
+	// values favour repeats. They are llama.cpp's penalties sampler.
+	PresencePenalty  float32
+	FrequencyPenalty float32
+
+	// LogitBias adds a bias, from -100 to 100, to the logits of tokens by
+	// id before sampling: -100 in effect bans a token, 100 forces it
+	// wherever it is allowed. An id outside the vocabulary is an error.
+	LogitBias map[int]float32
+
+	// Grammar constrains the answer to a GBNF grammar (llama.cpp's format,
+	// start rule "root"), such as [JSONGrammar]. The model can end its turn
+	// only where the grammar is complete, so an answer that finishes with
+	// "stop" matches it, except when a Stop string cut it short; one cut by
+	// MaxTokens is a prefix of a match. An invalid grammar is an error.
+	Grammar string
 }
 
 // Stats describe one [Model.Chat] call.
@@ -149,7 +169,10 @@ func (m *Model) generate(ctx context.Context, prompt string, onToken func(string
 	if len(tokens) >= m.ctxSize {
 		return st, fmt.Errorf("%w: %d prompt tokens, %d-token context", ErrContextFull, len(tokens), m.ctxSize)
 	}
-	sampler := newSampler(o)
+	sampler, err := m.newSampler(o)
+	if err != nil {
+		return st, err
+	}
 	defer llama.SamplerFree(sampler)
 	mem, err := llama.GetMemory(m.lctx)
 	if err != nil {
@@ -235,28 +258,6 @@ func (m *Model) generate(ctx context.Context, prompt string, onToken func(string
 }
 
 var seq0 = []llama.SeqId{0}
-
-// newSampler returns llama.cpp's sampler chain for o, in the order of its
-// command line tools: top-k, top-p, min-p, temperature, then a draw.
-func newSampler(o ChatOptions) llama.Sampler {
-	chain := llama.SamplerChainInit(llama.SamplerChainDefaultParams())
-	if o.Temperature <= 0 {
-		llama.SamplerChainAdd(chain, llama.SamplerInitGreedy())
-		return chain
-	}
-	if o.TopK > 0 {
-		llama.SamplerChainAdd(chain, llama.SamplerInitTopK(int32(o.TopK)))
-	}
-	if o.TopP < 1 {
-		llama.SamplerChainAdd(chain, llama.SamplerInitTopP(o.TopP, 1))
-	}
-	if o.MinP > 0 {
-		llama.SamplerChainAdd(chain, llama.SamplerInitMinP(o.MinP, 1))
-	}
-	llama.SamplerChainAdd(chain, llama.SamplerInitTemp(o.Temperature))
-	llama.SamplerChainAdd(chain, llama.SamplerInitDist(o.Seed))
-	return chain
-}
 
 // decode runs the batch. llama_decode returns 2 when the abort callback
 // stopped it, 1 when the KV cache has no room.

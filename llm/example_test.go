@@ -129,3 +129,32 @@ func ExampleModel_Chat_stop() {
 	fmt.Println("stop strings in the answer:", found)
 	// Output: stop strings in the answer: false
 }
+
+// The JSON grammar constrains the answer to a JSON object; a bias and
+// penalties steer what is sampled.
+func ExampleChatOptions_grammar() {
+	path, cleanup := tinyModel()
+	defer cleanup()
+
+	ctx := context.Background()
+	m, err := llm.Load(ctx, path, func(o *llm.Options) { o.Threads = 1 })
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close()
+
+	var answer strings.Builder
+	_, err = m.Chat(ctx, []llm.Message{{Role: llm.RoleUser, Content: "Describe yourself in JSON."}},
+		func(piece string) error { answer.WriteString(piece); return nil },
+		func(o *llm.ChatOptions) {
+			o.MaxTokens, o.Temperature = 16, 0
+			o.Grammar = llm.JSONGrammar
+			o.FrequencyPenalty = 0.5               // over the last llm.PenaltyLastN tokens
+			o.LogitBias = map[int]float32{0: -100} // token 0 never
+		})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(strings.HasPrefix(answer.String(), "{"))
+	// Output: true
+}

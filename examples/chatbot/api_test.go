@@ -143,9 +143,9 @@ func TestGoSDK(t *testing.T) {
 	}
 
 	before := ts.requests.Load()
-	_, err = client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "x", Messages: msgs, FrequencyPenalty: openai.Float(0.5)})
-	if !errors.As(err, &apiErr) || apiErr.StatusCode != 400 || apiErr.Param != "frequency_penalty" || !strings.Contains(apiErr.Message, "`frequency_penalty` is not supported") {
-		t.Errorf("penalty: %v", err)
+	_, err = client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "x", Messages: msgs, Logprobs: openai.Bool(true)})
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 400 || apiErr.Param != "logprobs" || !strings.Contains(apiErr.Message, "`logprobs` is not supported") {
+		t.Errorf("logprobs: %v", err)
 	}
 	if n := ts.requests.Load() - before; n != 1 {
 		t.Errorf("the SDK sent a refused request %d times", n)
@@ -185,13 +185,10 @@ func TestRequestFields(t *testing.T) {
 	}
 
 	for _, tc := range []struct{ body, param, why string }{
-		{`"frequency_penalty":0.5`, "frequency_penalty", "penalties"},
-		{`"presence_penalty":-1`, "presence_penalty", "penalties"},
-		{`"logit_bias":{"42":5}`, "logit_bias", "token biases"},
 		{`"logprobs":true`, "logprobs", "log probabilities"},
 		{`"top_logprobs":3`, "top_logprobs", "log probabilities"},
-		{`"response_format":{"type":"json_object"}`, "response_format", "grammar-constrained sampling"},
-		{`"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{}}}`, "response_format", "grammar-constrained sampling"},
+		{`"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{}}}`, "response_format", "cannot turn a JSON schema into a grammar"},
+		{`"response_format":{"type":"xml"}`, "response_format", `use "text", "json_object"`},
 		{`"tools":[{"type":"function","function":{"name":"f"}}]`, "tools", "function calling"},
 		{`"tool_choice":"required"`, "tool_choice", "function calling"},
 		{`"functions":[{"name":"f"}]`, "functions", "function calling"},
@@ -219,6 +216,60 @@ func TestRequestFields(t *testing.T) {
 			!strings.Contains(e.Error.Message, tc.why) || resp.Header.Get("X-Should-Retry") != "false" {
 			t.Errorf("%s: %s %+v, x-should-retry %q; want 400 naming %s, saying %q", tc.body, resp.Status, e.Error,
 				resp.Header.Get("X-Should-Retry"), tc.param, tc.why)
+		}
+	}
+}
+
+// TestSampling checks that penalties, logit_bias and response_format
+// json_object reach llama.cpp's sampler (the answers change, the JSON
+// parses), and that out-of-range values are 400s.
+func TestSampling(t *testing.T) {
+	ts := newTestServer(t, testConfig(t, map[string]string{"MAX_TOKENS": "200"}))
+	const ask = `"messages":[{"role":"user","content":"Hello there"}],"temperature":0`
+	answer := func(t *testing.T, fields string) (string, string) {
+		t.Helper()
+		resp := post(t, context.Background(), ts.url, `{`+ask+`,`+fields+`}`)
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %s", fields, resp.Status)
+		}
+		a := decode[chatResponse](t, resp.Body)
+		return a.Choices[0].Message.Content, *a.Choices[0].FinishReason
+	}
+	plain, _ := answer(t, `"max_tokens":24`)
+	for _, fields := range []string{`"frequency_penalty":2`, `"presence_penalty":2`, `"frequency_penalty":-2,"presence_penalty":-2`} {
+		if got, _ := answer(t, `"max_tokens":24,`+fields); got == plain {
+			t.Errorf("%s: the greedy answer %q is the unpenalised one", fields, got)
+		}
+	}
+	// +100 on one token: the greedy answer is that token, 24 times.
+	if got, _ := answer(t, `"max_tokens":24,"logit_bias":{"100":100}`); got == plain || got == "" || got != strings.Repeat(got[:len(got)/24], 24) {
+		t.Errorf("logit_bias: the greedy answer %q is not one token repeated (unbiased: %q)", got, plain)
+	}
+
+	text, finish := answer(t, `"max_tokens":200,"response_format":{"type":"json_object"}`)
+	t.Logf("json_object: %s %q", finish, text)
+	if finish == "stop" {
+		var v map[string]any
+		if err := json.Unmarshal([]byte(text), &v); err != nil {
+			t.Errorf("json_object answer %q is not a JSON object: %v", text, err)
+		}
+	} else if !strings.HasPrefix(text, "{") {
+		t.Errorf("json_object answer %q does not start a JSON object", text)
+	}
+
+	for _, tc := range []struct{ fields, want string }{
+		{`"frequency_penalty":2.5`, "frequency_penalty is 2.5; it must be between -2 and 2"},
+		{`"presence_penalty":-3`, "presence_penalty is -3; it must be between -2 and 2"},
+		{`"logit_bias":{"42":101}`, "logit_bias of token 42 is 101; it must be between -100 and 100"},
+		{`"logit_bias":{"hello":1}`, `logit_bias key "hello" is not a token id`},
+		{`"logit_bias":{"99999999":1}`, "LogitBias token 99999999 is not in the vocabulary"},
+	} {
+		resp := post(t, context.Background(), ts.url, `{`+ask+`,`+tc.fields+`}`)
+		e := decode[struct{ Error apiError }](t, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || !strings.Contains(e.Error.Message, tc.want) {
+			t.Errorf("%s: %s %+v, want 400 saying %q", tc.fields, resp.Status, e.Error, tc.want)
 		}
 	}
 }

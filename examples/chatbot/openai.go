@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/memload/memload/llm"
@@ -36,14 +37,18 @@ type chatRequest struct {
 	MinP            *float32 `json:"min_p"`
 	ReasoningFormat string   `json:"reasoning_format"`
 
-	// Accepted at their neutral value only: llm has no penalties, logit
-	// bias, log probabilities, grammars or tools.
-	FrequencyPenalty *float64          `json:"frequency_penalty"`
-	PresencePenalty  *float64          `json:"presence_penalty"`
-	LogitBias        map[string]any    `json:"logit_bias"`
+	// Honoured through llm's sampler: penalties over the last
+	// llm.PenaltyLastN tokens, biases by token id, and json_object
+	// through llm.JSONGrammar.
+	FrequencyPenalty *float64           `json:"frequency_penalty"`
+	PresencePenalty  *float64           `json:"presence_penalty"`
+	LogitBias        map[string]float64 `json:"logit_bias"`
+	ResponseFormat   *responseFormat    `json:"response_format"`
+
+	// Accepted at their neutral value only: llm has no log probabilities
+	// or tools.
 	Logprobs         *bool             `json:"logprobs"`
 	TopLogprobs      *int              `json:"top_logprobs"`
-	ResponseFormat   *responseFormat   `json:"response_format"`
 	Tools            []json.RawMessage `json:"tools"`
 	ToolChoice       json.RawMessage   `json:"tool_choice"`
 	Functions        []json.RawMessage `json:"functions"`
@@ -269,6 +274,26 @@ func parseChatRequest(body io.Reader, cfg config) (*chatCall, *apiError) {
 			return nil, badRequest("stop[%d] is empty", i)
 		}
 	}
+	for _, p := range []struct {
+		name string
+		v    *float64
+	}{{"frequency_penalty", req.FrequencyPenalty}, {"presence_penalty", req.PresencePenalty}} {
+		if p.v != nil && (*p.v < -2 || *p.v > 2) {
+			return nil, badRequest("%s is %g; it must be between -2 and 2", p.name, *p.v)
+		}
+	}
+	bias := make(map[int]float32, len(req.LogitBias))
+	for id, b := range req.LogitBias {
+		tok, err := strconv.Atoi(id)
+		if err != nil || tok < 0 {
+			return nil, badRequest("logit_bias key %q is not a token id: keys are token ids as strings, such as \"42\"", id)
+		}
+		if b < -100 || b > 100 {
+			return nil, badRequest("logit_bias of token %d is %g; it must be between -100 and 100", tok, b)
+		}
+		bias[tok] = float32(b)
+	}
+	jsonObject := req.ResponseFormat != nil && req.ResponseFormat.Type == "json_object"
 	call := &chatCall{stream: req.Stream, includeUsage: req.StreamOptions != nil && req.StreamOptions.IncludeUsage, msgs: msgs}
 	switch req.ReasoningFormat {
 	case "", "auto", "deepseek":
@@ -297,6 +322,18 @@ func parseChatRequest(body io.Reader, cfg config) (*chatCall, *apiError) {
 			o.Seed = uint32(*req.Seed)
 		}
 		o.Stop = req.Stop
+		if req.FrequencyPenalty != nil {
+			o.FrequencyPenalty = float32(*req.FrequencyPenalty)
+		}
+		if req.PresencePenalty != nil {
+			o.PresencePenalty = float32(*req.PresencePenalty)
+		}
+		if len(bias) > 0 {
+			o.LogitBias = bias
+		}
+		if jsonObject {
+			o.Grammar = llm.JSONGrammar
+		}
 	}
 	return call, nil
 }
@@ -306,19 +343,18 @@ func parseChatRequest(body io.Reader, cfg config) (*chatCall, *apiError) {
 func (r *chatRequest) check() *apiError {
 	set := func(raw json.RawMessage) bool { return len(raw) > 0 && string(raw) != "null" }
 	switch {
-	case r.FrequencyPenalty != nil && *r.FrequencyPenalty != 0:
-		return unsupported("frequency_penalty", "the engine's sampler is not given penalties; send 0 or leave it out")
-	case r.PresencePenalty != nil && *r.PresencePenalty != 0:
-		return unsupported("presence_penalty", "the engine's sampler is not given penalties; send 0 or leave it out")
-	case len(r.LogitBias) > 0:
-		return unsupported("logit_bias", "the engine's sampler takes no token biases; send {} or leave it out")
 	case r.Logprobs != nil && *r.Logprobs:
 		return unsupported("logprobs", "answers carry no log probabilities")
 	case r.TopLogprobs != nil && *r.TopLogprobs != 0:
 		return unsupported("top_logprobs", "answers carry no log probabilities")
-	case r.ResponseFormat != nil && r.ResponseFormat.Type != "" && r.ResponseFormat.Type != "text":
+	case r.ResponseFormat != nil && r.ResponseFormat.Type == "json_schema":
+		// A schema's GBNF needs a sound converter (llama.cpp's is a few
+		// thousand lines of Python and C++); none is here yet.
 		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "unsupported_value", Param: "response_format",
-			Message: fmt.Sprintf("`response_format` %q is not supported: the engine has no grammar-constrained sampling, so JSON output cannot be guaranteed; ask for JSON in the prompt instead, or use {\"type\":\"text\"}", r.ResponseFormat.Type)}
+			Message: "`response_format` \"json_schema\" is not supported: this server cannot turn a JSON schema into a grammar yet; use {\"type\":\"json_object\"} (any JSON object, grammar-constrained) and describe the schema in the prompt"}
+	case r.ResponseFormat != nil && r.ResponseFormat.Type != "" && r.ResponseFormat.Type != "text" && r.ResponseFormat.Type != "json_object":
+		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "unsupported_value", Param: "response_format",
+			Message: fmt.Sprintf("`response_format` %q is not supported: use \"text\", \"json_object\"", r.ResponseFormat.Type)}
 	case len(r.Tools) > 0:
 		return unsupported("tools", "this server has no function calling; send the conversation as text")
 	case len(r.Functions) > 0:

@@ -263,6 +263,12 @@ func (s *server) chat(w http.ResponseWriter, r *http.Request) {
 		s.log.Info("chat refused", append(attrs, "status", http.StatusBadRequest, "reason", err.Error())...)
 		out.fail(badRequest("the conversation does not fit in the model's context window: %v; send fewer or shorter messages", err))
 		return
+	case errors.Is(err, llm.ErrBadOption):
+		// Checked by llm only: a logit_bias token outside the vocabulary,
+		// an invalid grammar.
+		s.log.Info("chat refused", append(attrs, "status", http.StatusBadRequest, "reason", err.Error())...)
+		out.fail(badRequest("%v", err))
+		return
 	case r.Context().Err() != nil:
 		// The client went away (locally) or the invocation ended.
 		s.log.Info("chat cancelled", append(attrs, "reason", context.Cause(r.Context()).Error())...)
