@@ -298,6 +298,16 @@ type memory struct {
 
 // Footprint is what the process costs the machine: private memory, file
 // pages, and the memfd (whose touched pages are in Shmem) counted once.
+//
+// Nothing is counted twice: the memfd is the process's only shared-memory
+// mapping, so RssShmem is the part of the memfd's pages that are mapped
+// and touched, a subset of the pages the memfd holds (st_blocks), and only
+// the larger of the two is added. RssAnon holds llama.cpp's own buffers
+// (repacked weights, KV cache, compute buffers), the Go heap and thread
+// stacks, each once; RssFile is the executable's and the libraries' text
+// actually paged in (13 MiB with the defaults). A
+// load of the 1.1 GB model with the defaults measured anon 1.10 GiB, file
+// 0.01 GiB, shmem 0.12 GiB, memfd held 0.13 GiB: 1.24 GiB, 1.19x the file.
 func (m memory) Footprint() int64 { return m.Anon + m.File + max(m.Shmem, m.MemfdHeld) }
 
 func readMemory(memfdHeld int64) memory {
