@@ -345,11 +345,10 @@ func TestLambdaRIE(t *testing.T) {
 	t.Logf("answer: %v", p.out.find("chat")[1])
 }
 
-// TestLocalProcess runs the same bootstrap outside Lambda: it listens on
-// 127.0.0.1, and a plain HTTP client streams an answer.
-func TestLocalProcess(t *testing.T) {
-	bin := bootstrap(t)
-	p := start(t, minioModel(t), bin, "-addr", "127.0.0.1:0")
+// waitServing waits until the bootstrap p, started with -addr, has said
+// where it listens and has its model loaded, and returns its base URL.
+func waitServing(t *testing.T, p *process) string {
+	t.Helper()
 	var base string
 	waitFor(t, "listening line", p, func() bool {
 		_, after, ok := strings.Cut(p.out.String(), "msg=listening url=")
@@ -364,6 +363,15 @@ func TestLocalProcess(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
+	return base
+}
+
+// TestLocalProcess runs the same bootstrap outside Lambda: it listens on
+// 127.0.0.1, and a plain HTTP client streams an answer.
+func TestLocalProcess(t *testing.T) {
+	bin := bootstrap(t)
+	p := start(t, minioModel(t), bin, "-addr", "127.0.0.1:0")
+	base := waitServing(t, p)
 
 	// Greedy, so the answer runs to max_tokens rather than ending its turn
 	// early by chance.

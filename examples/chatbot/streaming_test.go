@@ -152,20 +152,7 @@ func TestLambdaStreaming(t *testing.T) {
 
 	// The same bootstrap, as a local server: the same answer.
 	p := start(t, env, bin, "-addr", "127.0.0.1:0")
-	var base string
-	waitFor(t, "listening line", p, func() bool {
-		_, after, ok := strings.Cut(p.out.String(), "msg=listening url=")
-		base, _, _ = strings.Cut(after, " ")
-		return ok
-	})
-	waitFor(t, "a loaded model", p, func() bool {
-		resp, err := http.Get(base + "healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	base := waitServing(t, p)
 	local, localLast, _, _ := streamedAnswer(t, base, tokens)
 	if local != text || *localLast.Choices[0].FinishReason != *last.Choices[0].FinishReason || localLast.Timings.PredictedN != last.Timings.PredictedN {
 		t.Errorf("under lambdart %q (%s)\nlocally       %q (%s)", text, *last.Choices[0].FinishReason, local, *localLast.Choices[0].FinishReason)
