@@ -62,7 +62,7 @@ type FaultProxy struct {
 	mu       sync.Mutex
 	counts   map[Fault]int
 	stop     chan struct{}
-	handlers sync.WaitGroup
+	handlers handlerGroup
 }
 
 // NewFaultProxy starts a proxy to upstream (a base URL) that asks decide
@@ -91,15 +91,12 @@ func NewFaultProxy(tb testing.TB, upstream string, decide func(*http.Request) In
 // Close stops the proxy, ending any stalled responses, and returns once
 // every connection it made or took is closed.
 func (p *FaultProxy) Close() {
-	select {
-	case <-p.stop:
-		return
-	default:
+	if p.handlers.close(func() {
+		close(p.stop)
+		p.srv.Close()
+	}) {
+		p.client.CloseIdleConnections()
 	}
-	close(p.stop)
-	p.srv.Close()
-	p.handlers.Wait()
-	p.client.CloseIdleConnections()
 }
 
 // Counts returns how many times each fault was injected.
@@ -132,8 +129,11 @@ func RandomFaults(seed uint64, rate float64) func(*http.Request) Injection {
 }
 
 func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	p.handlers.Add(1)
-	defer p.handlers.Done()
+	if !p.handlers.enter() {
+		http.Error(w, "proxy closed", http.StatusServiceUnavailable)
+		return
+	}
+	defer p.handlers.leave()
 	inj := p.decide(r)
 	if inj.Before != nil {
 		inj.Before()

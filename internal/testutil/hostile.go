@@ -33,7 +33,7 @@ type HostileS3 struct {
 	answer   func(*http.Request) Answer
 	srv      *http.Server
 	stop     chan struct{}
-	handlers sync.WaitGroup
+	handlers handlerGroup
 
 	mu      sync.Mutex
 	objects map[string]hostileObject // by path, /bucket/key
@@ -125,19 +125,18 @@ func (s *HostileS3) ETag(bucket, key string) string {
 // Close stops the server, ending hung answers, and returns once every
 // handler has returned.
 func (s *HostileS3) Close() {
-	select {
-	case <-s.stop:
-		return
-	default:
-	}
-	close(s.stop)
-	s.srv.Close()
-	s.handlers.Wait()
+	s.handlers.close(func() {
+		close(s.stop)
+		s.srv.Close()
+	})
 }
 
 func (s *HostileS3) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.handlers.Add(1)
-	defer s.handlers.Done()
+	if !s.handlers.enter() {
+		http.Error(w, "server closed", http.StatusServiceUnavailable)
+		return
+	}
+	defer s.handlers.leave()
 	io.Copy(io.Discard, r.Body)
 	a := s.answer(r)
 	if !s.wait(r, a.Delay) {
