@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -178,14 +179,13 @@ func (m *Model) generate(ctx context.Context, prompt string, onToken func(string
 	if err != nil {
 		return st, fmt.Errorf("llm: %w", err)
 	}
-	// Keep the KV cache of the common start of the prompt and the tokens
-	// the cache holds; at least the last prompt token is evaluated, for
-	// its logits.
+	// Keep the KV cache of the chunks this prompt shares with the last
+	// one (see chunkEnds); at least the last chunk is evaluated, for the
+	// logits of the last token.
+	ends := m.chunkEnds(tokens)
 	n := 0
 	if !o.NoPrefixReuse {
-		for n < len(m.cached) && n < len(tokens)-1 && m.cached[n] == tokens[n] {
-			n++
-		}
+		n = sharedChunks(m.cached, m.chunks, tokens, ends)
 	}
 	if ok, _ := llama.MemorySeqRm(mem, 0, llama.Pos(n), -1); !ok || n == 0 {
 		llama.MemoryClear(mem, true)
@@ -193,18 +193,25 @@ func (m *Model) generate(ctx context.Context, prompt string, onToken func(string
 	}
 	st.CachedTokens = n
 	m.cached = append(m.cached[:0], tokens[:n]...)
+	m.chunks = ends
 
-	// Prompt, in batches; logits for its last token only.
-	for i := n; i < len(tokens); i += m.batchMax {
+	// The prompt, chunk by chunk; logits for its last token only.
+	for i, end := range ends {
+		start := 0
+		if i > 0 {
+			start = ends[i-1]
+		}
+		if end <= n {
+			continue
+		}
 		m.batch.Clear()
-		end := min(i+m.batchMax, len(tokens))
-		for j := i; j < end; j++ {
+		for j := start; j < end; j++ {
 			m.batch.Add(tokens[j], llama.Pos(j), seq0, j == len(tokens)-1)
 		}
 		if err := m.decode(ctx); err != nil {
 			return st, err
 		}
-		m.cached = append(m.cached, tokens[i:end]...)
+		m.cached = append(m.cached, tokens[start:end]...)
 	}
 	promptDone := time.Now()
 	st.PromptDuration = promptDone.Sub(start)
@@ -258,6 +265,63 @@ func (m *Model) generate(ctx context.Context, prompt string, onToken func(string
 }
 
 var seq0 = []llama.SeqId{0}
+
+// minChunk is the fewest tokens a prompt chunk has before it may end at a
+// special token (see chunkEnds).
+const minChunk = 64
+
+// chunkEnds splits a prompt into the chunks that are evaluated together,
+// and returns where each ends (the last at len(tokens)). A chunk ends
+// before a special token (one of the chat template's, which start and end
+// the messages) once it has minChunk tokens, and at batchMax tokens.
+//
+// The split is what makes prompt reuse exact. llama.cpp's quantized
+// kernels round a token's values differently depending on the batch it
+// is evaluated in (groups of rows take one path, the rest another), so a
+// KV cache filled in other batches than a fresh evaluation would use
+// gives other logits, and greedy answers drift apart after a few tokens.
+// Here each split depends only on the tokens before it, so two prompts
+// that start alike are split alike over their common start; keeping the
+// cache of whole shared chunks (sharedChunks) and evaluating the rest in
+// the same chunks as a fresh evaluation gives the same bits as evaluating
+// the prompt from scratch. The price is one more small llama_decode per
+// prompt, for the chunk after the last special token.
+func (m *Model) chunkEnds(tokens []llama.Token) []int {
+	var ends []int
+	start := 0
+	for i := 1; i < len(tokens); i++ {
+		if i-start == m.batchMax || i-start >= minChunk && m.special(tokens[i]) {
+			ends = append(ends, i)
+			start = i
+		}
+	}
+	return append(ends, len(tokens))
+}
+
+func (m *Model) special(tok llama.Token) bool {
+	return llama.VocabGetAttr(m.vocab, tok)&(llama.TokenAttrControl|llama.TokenAttrUserDef) != 0
+}
+
+// sharedChunks returns how many tokens of a prompt split at ends can be
+// kept from a KV cache that holds cached, whose prompt was split at
+// cachedEnds: the end of the last chunk both prompts have, token for
+// token, short of the prompt's last chunk.
+func sharedChunks(cached []llama.Token, cachedEnds []int, tokens []llama.Token, ends []int) int {
+	common := 0
+	for common < len(cached) && common < len(tokens) && cached[common] == tokens[common] {
+		common++
+	}
+	n := 0
+	for _, e := range ends[:len(ends)-1] {
+		if e > common {
+			break
+		}
+		if _, found := slices.BinarySearch(cachedEnds, e); found {
+			n = e
+		}
+	}
+	return n
+}
 
 // decode runs the batch. llama_decode returns 2 when the abort callback
 // stopped it, 1 when the KV cache has no room.

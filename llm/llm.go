@@ -126,6 +126,7 @@ type Model struct {
 	abortID uintptr
 	abort   *atomic.Bool
 	cached  []llama.Token // the tokens the KV cache holds, from position 0
+	chunks  []int         // where the last prompt's chunks ended (see chunkEnds)
 	closed  bool
 
 	traceToken func(id int) // tests: sees every sampled token

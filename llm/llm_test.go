@@ -469,30 +469,45 @@ func (h *recordHandler) WithGroup(string) slog.Handler                 { return 
 // whole. The greedy answers are the same, and with reuse each turn after
 // the first evaluates only what is new.
 //
-// The models are F32, whose kernels compute each token's row the same
-// whatever the batch. The repacked Q4_K kernels do not (gemm for groups of
-// rows, gemv for the rest): a cache filled in other batches differs in
-// rounding, and the near-ties of random weights then change a greedy
-// answer after a few tokens, as llama.cpp's own server cache does.
+// It runs on F32 models and on Q4_K_M ones, which llama.cpp repacks: their
+// kernels round a token's values differently with the batch it is in, so
+// with random weights (whose logits are near ties) a cache filled in other
+// batches than a fresh evaluation's changes a greedy answer within a few
+// tokens. That is what chunkEnds prevents; a BatchSize of 16 also splits
+// prompts at the batch limit.
 func TestPrefixReuse(t *testing.T) {
-	for _, arch := range []string{"qwen2", "llama"} {
-		t.Run(arch, func(t *testing.T) {
-			cfg := testutil.TinyConfig(arch)
+	for _, tc := range []struct {
+		name, arch string
+		quant      testutil.Quant
+		batch      int
+	}{
+		{"qwen2 F32", "qwen2", testutil.F32, 512},
+		{"llama F32", "llama", testutil.F32, 512},
+		{"qwen2 Q4_K_M", "qwen2", testutil.Q4KM, 512},
+		{"llama Q4_K_M", "llama", testutil.Q4KM, 512},
+		{"qwen2 Q4_K_M batch 16", "qwen2", testutil.Q4KM, 16},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testutil.TinyConfig(tc.arch)
+			if tc.quant != testutil.F32 {
+				cfg.Quant, cfg.Embedding, cfg.FeedForward = tc.quant, 256, 512
+			}
 			path := testutil.TinyModelWith(t, cfg)
+			batch := func(o *Options) { o.BatchSize = tc.batch }
 			converse := func(m *Model, optFns ...func(*ChatOptions)) ([][]int, []Stats) {
 				msgs := []Message{{RoleSystem, strings.Repeat("You answer questions about memory files. ", 10)}}
 				var answers [][]int
 				var stats []Stats
-				for i := range 4 {
+				for i := range 5 {
 					msgs = append(msgs, Message{RoleUser, fmt.Sprintf("Question %d: where is the model?", i)})
-					tr := chat(t, m, msgs, append([]func(*ChatOptions){greedy(12)}, optFns...)...)
+					tr := chat(t, m, msgs, append([]func(*ChatOptions){greedy(24)}, optFns...)...)
 					answers, stats = append(answers, tr.tokens), append(stats, tr.stats)
 					msgs = append(msgs, Message{RoleAssistant, strings.Join(tr.pieces, "")})
 				}
 				return answers, stats
 			}
-			want, wantSt := converse(loadModel(t, path), func(o *ChatOptions) { o.NoPrefixReuse = true })
-			m := loadModel(t, path)
+			want, wantSt := converse(loadModel(t, path, batch), func(o *ChatOptions) { o.NoPrefixReuse = true })
+			m := loadModel(t, path, batch)
 			got, gotSt := converse(m)
 			for i := range want {
 				if !slices.Equal(got[i], want[i]) {
@@ -505,11 +520,12 @@ func TestPrefixReuse(t *testing.T) {
 					t.Errorf("turn %d with reuse: %d of %d prompt tokens cached, after a %d-token prompt",
 						i, gotSt[i].CachedTokens, gotSt[i].PromptTokens, gotSt[i-1].PromptTokens)
 				}
+				t.Logf("turn %d: %d prompt tokens, %d cached", i, gotSt[i].PromptTokens, gotSt[i].CachedTokens)
 			}
 			// A different conversation on the same model reuses only what
 			// it shares (the template's start) and answers as a fresh model.
-			fresh := chat(t, loadModel(t, path), hello, greedy(12)).tokens
-			if after := chat(t, m, hello, greedy(12)); !slices.Equal(after.tokens, fresh) {
+			fresh := chat(t, loadModel(t, path, batch), hello, greedy(24)).tokens
+			if after := chat(t, m, hello, greedy(24)); !slices.Equal(after.tokens, fresh) {
 				t.Errorf("after the conversation %v, fresh %v", after.tokens, fresh)
 			}
 		})
