@@ -148,11 +148,11 @@ func main() {
 			}
 			if t == strings.Split(*threads, ",")[0] {
 				fmt.Printf("\nPrompt reuse: a %d-token system prompt, then %d turns (user question, 16-token greedy answer); the last turn's prompt (best variant, repack on, pages given back):\n\n", r.SystemTokens, *turns)
-				fmt.Println("| threads | last prompt tokens | reused | TTFT with reuse | TTFT evaluating it whole | speed-up |")
-				fmt.Println("|--------:|-------------------:|-------:|----------------:|-------------------------:|---------:|")
+				fmt.Println("| threads | last prompt tokens | reused | TTFT with reuse | TTFT evaluating it whole | speed-up | greedy answers equal |")
+				fmt.Println("|--------:|-------------------:|-------:|----------------:|-------------------------:|---------:|---------------------:|")
 			}
-			fmt.Printf("| %s | %d | %d | %.3f s | %.3f s | %.1f× |\n", t, r.LastPrompt, r.LastCached, r.WithReuse.Seconds(), r.Without.Seconds(),
-				r.Without.Seconds()/r.WithReuse.Seconds())
+			fmt.Printf("| %s | %d | %d | %.3f s | %.3f s | %.1f× | %d of %d turns |\n", t, r.LastPrompt, r.LastCached, r.WithReuse.Seconds(), r.Without.Seconds(),
+				r.Without.Seconds()/r.WithReuse.Seconds(), r.EqualTurns, *turns)
 		}
 	}
 }
@@ -161,6 +161,7 @@ func main() {
 type reuse struct {
 	SystemTokens, LastPrompt, LastCached int
 	WithReuse, Without                   time.Duration // TTFT of the last turn
+	EqualTurns                           int           // turns whose greedy answers were the same both ways
 }
 
 // converse has a conversation twice on one loaded model, evaluating every
@@ -194,9 +195,10 @@ func converse(path, threads string, turns int) (reuse, error) {
 		return r, err
 	}
 	defer m.Close()
-	run := func(noReuse bool) (llm.Stats, llm.Stats, error) {
+	run := func(noReuse bool) (llm.Stats, llm.Stats, []string, error) {
 		msgs := []llm.Message{{Role: llm.RoleSystem, Content: prompt(153)}} // about 400 tokens
 		var first, st llm.Stats
+		var answers []string
 		for i := range turns {
 			msgs = append(msgs, llm.Message{Role: llm.RoleUser, Content: fmt.Sprintf("Question %d: %s?", i+1, prompt(8+i))})
 			var answer strings.Builder
@@ -205,22 +207,28 @@ func converse(path, threads string, turns int) (reuse, error) {
 				o.Temperature, o.MaxTokens, o.NoPrefixReuse = 0, 16, noReuse
 			})
 			if err != nil {
-				return first, st, err
+				return first, st, answers, err
 			}
 			if i == 0 {
 				first = st
 			}
+			answers = append(answers, answer.String())
 			msgs = append(msgs, llm.Message{Role: llm.RoleAssistant, Content: answer.String()})
 		}
-		return first, st, nil
+		return first, st, answers, nil
 	}
-	first, without, err := run(true)
+	first, without, want, err := run(true)
 	if err != nil {
 		return r, err
 	}
-	_, with, err := run(false)
+	_, with, got, err := run(false)
 	if err != nil {
 		return r, err
+	}
+	for i := range want {
+		if i < len(got) && got[i] == want[i] {
+			r.EqualTurns++
+		}
 	}
 	r.SystemTokens = first.PromptTokens
 	r.LastPrompt, r.LastCached = with.PromptTokens, with.CachedTokens
