@@ -187,8 +187,11 @@ func (m *Model) generate(ctx context.Context, prompt string, onToken func(string
 	if !o.NoPrefixReuse {
 		n = sharedChunks(m.cached, m.chunks, tokens, ends)
 	}
+	// The cells are cleared, not their data: no cell is read before it is
+	// written, and the pages of the empty cache stay given back
+	// (kvpages.go).
 	if ok, _ := llama.MemorySeqRm(mem, 0, llama.Pos(n), -1); !ok || n == 0 {
-		llama.MemoryClear(mem, true)
+		llama.MemoryClear(mem, false)
 		n = 0
 	}
 	st.CachedTokens = n

@@ -250,13 +250,16 @@ func logText(level int32, text string) {
 		return
 	}
 	l.buf.Reset()
-	logger, rec := logSink.Load(), repacking.Load()
+	logger, rec, kv := logSink.Load(), repacking.Load(), creating.Load()
 	for line := range strings.Lines(s) {
 		if line = strings.TrimSpace(line); line == "" {
 			continue
 		}
 		if rec != nil {
 			rec.logLine(line)
+		}
+		if kv != nil {
+			kv.logLine(line)
 		}
 		if logger != nil {
 			logger.Log(context.Background(), l.level, "llama.cpp: "+line)

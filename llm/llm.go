@@ -114,6 +114,7 @@ type Model struct {
 	batchMax int
 	loadDur  time.Duration
 	given    int64 // bytes of the memfd given back after repacking
+	kvGiven  int64 // bytes of the empty KV cache given back (kvpages.go)
 	repacked int64 // bytes of the repack buffers
 
 	// sem serialises Chat and Close; holding it grants use of the fields
@@ -248,7 +249,15 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, mf *memfd
 	}
 	aborts.Store(m.abortID, m.abort)
 	cp.AbortCallback, cp.AbortCallbackData = abortCallback(), m.abortID
+	kv := watchKV()
 	m.lctx, err = llama.InitFromModel(model, cp)
+	if err == nil {
+		var kerr error
+		if m.kvGiven, kerr = kv.finish(); kerr != nil {
+			o.Logger.Debug("llm: the empty KV cache's pages are kept", "err", kerr)
+		}
+	}
+	creating.CompareAndSwap(kv, nil)
 	if err != nil {
 		aborts.Delete(m.abortID)
 		llama.ModelFree(model)
@@ -266,7 +275,7 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, mf *memfd
 	}
 	m.loadDur = time.Since(start)
 	o.Logger.Info("llm: loaded", "path", path, "arch", arch, "template", tmpl.name, "cpu", l.variant,
-		"given back", m.given, "duration", m.loadDur)
+		"given back", m.given, "kv given back", m.kvGiven, "duration", m.loadDur)
 	return m, nil
 }
 

@@ -1,0 +1,265 @@
+package llm
+
+// Giving back the pages of the empty KV cache.
+//
+// llama.cpp allocates the KV cache for the whole context when it creates
+// the context, and clears it to zeros, which makes the kernel give it
+// memory for every page: 112 MiB for a 1.5B model at 4096 tokens, a tenth
+// of the model, held before the first question. A chat writes only the
+// cells of the tokens it evaluates (with flash attention, each token's
+// keys and values are rows of their own), and reads no cell it has not
+// written (the attention mask skips them), so the cache needs memory only
+// as the conversation fills it.
+//
+// The cache is an anonymous private mapping of its own (glibc maps large
+// allocations with mmap). After the context is made, each mapping that
+// appeared meanwhile where nothing was mapped before, is the size
+// llama.cpp logged for a KV buffer and holds zero pages, has those pages
+// given back with
+// madvise(MADV_DONTNEED): a private anonymous page given back reads as
+// zeros again, so nothing anyone could read changes. Pages that are not
+// all zeros (the allocator's header) are kept. Chat clears the cache's
+// cells without writing its data (llama_memory_clear with data false), so
+// that the pages stay given back between conversations.
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+var kvBufferLine = regexp.MustCompile(`KV buffer size =\s*([0-9.]+) MiB`)
+
+// creating is the context creation whose log is being watched, if any.
+var creating atomic.Pointer[kvLog]
+
+// keepKVPages turns the give-back off, for tests that compare.
+var keepKVPages bool
+
+// kvLog collects the KV buffer sizes llama.cpp logs while it creates a
+// context, and the mappings that existed before.
+type kvLog struct {
+	before []mapping
+
+	mu    sync.Mutex
+	sizes []int64 // bytes, as logged (to 0.01 MiB)
+}
+
+type mapping struct{ start, end uintptr }
+
+func watchKV() *kvLog {
+	k := &kvLog{}
+	k.before, _ = mappings(false)
+	creating.Store(k)
+	return k
+}
+
+func (k *kvLog) logLine(line string) {
+	m := kvBufferLine.FindStringSubmatch(line)
+	if m == nil {
+		return
+	}
+	mib, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		return
+	}
+	k.mu.Lock()
+	k.sizes = append(k.sizes, int64(mib*(1<<20)))
+	k.mu.Unlock()
+}
+
+// finish stops watching and gives back the zero pages of the KV buffers.
+// It returns the bytes given back.
+func (k *kvLog) finish() (int64, error) {
+	creating.CompareAndSwap(k, nil)
+	k.mu.Lock()
+	sizes := k.sizes
+	k.mu.Unlock()
+	if len(sizes) == 0 || k.before == nil || keepKVPages {
+		return 0, nil
+	}
+	after, err := mappings(true)
+	if err != nil {
+		return 0, err
+	}
+	mem, err := os.Open("/proc/self/mem")
+	if err != nil {
+		return 0, err
+	}
+	defer mem.Close()
+	var given int64
+	for _, r := range newRanges(after, k.before) {
+		for _, c := range mmappedChunks(mem, r) {
+			if !kvSized(int64(c.end-c.start), sizes) {
+				continue
+			}
+			n, err := giveBackZeroPages(mem, c)
+			given += n
+			if err != nil {
+				return given, err
+			}
+		}
+	}
+	return given, nil
+}
+
+// kvSized reports whether a chunk of n bytes (the allocator's header
+// included) holds a buffer of one of the sizes, which the log rounds to
+// 0.01 MiB.
+func kvSized(n int64, sizes []int64) bool {
+	for _, s := range sizes {
+		if n >= s && n <= s+(16<<10) {
+			return true
+		}
+	}
+	return false
+}
+
+// newRanges returns the parts of the mappings after that were not mapped
+// before. The kernel merges neighbouring mappings, so a buffer mapped
+// during the context's creation can be part of a mapping that grew.
+func newRanges(after, before []mapping) []mapping {
+	var out []mapping
+	for _, m := range after {
+		parts := []mapping{m}
+		for _, o := range before {
+			var next []mapping
+			for _, p := range parts {
+				if o.end <= p.start || p.end <= o.start {
+					next = append(next, p)
+					continue
+				}
+				if p.start < o.start {
+					next = append(next, mapping{p.start, o.start})
+				}
+				if o.end < p.end {
+					next = append(next, mapping{o.end, p.end})
+				}
+			}
+			parts = next
+		}
+		out = append(out, parts...)
+	}
+	return out
+}
+
+// mmappedChunks returns the chunks glibc's malloc mapped on their own in
+// r, recognised by their header at the start of a page: prev_size, the
+// offset an aligned allocation moved the chunk by (0, 16, 32 or 48), then
+// the size with IS_MMAPPED set, page-aligned with the offset. Pages that
+// start no such chunk are stepped over.
+func mmappedChunks(mem *os.File, r mapping) []mapping {
+	page := uintptr(os.Getpagesize())
+	var out []mapping
+	var hdr [64]byte
+	for at := r.start; at+page <= r.end; {
+		if _, err := mem.ReadAt(hdr[:], int64(at)); err != nil {
+			break
+		}
+		total := uintptr(0)
+		for lead := uintptr(0); lead+16 <= uintptr(len(hdr)); lead += 16 {
+			prev := binary.LittleEndian.Uint64(hdr[lead:])
+			size := binary.LittleEndian.Uint64(hdr[lead+8:])
+			const isMmapped, flags = 0x2, 0x7
+			if prev == uint64(lead) && size&flags == isMmapped && (lead+uintptr(size&^flags))%page == 0 {
+				total = lead + uintptr(size&^flags)
+				break
+			}
+		}
+		if total == 0 || at+total > r.end {
+			at += page
+			continue
+		}
+		out = append(out, mapping{at, at + total})
+		at += total
+	}
+	return out
+}
+
+// giveBackZeroPages gives back the runs of whole pages of m that hold only
+// zeros, read through /proc/self/mem, and returns the bytes given back.
+func giveBackZeroPages(mem *os.File, m mapping) (int64, error) {
+	page := uintptr(os.Getpagesize())
+	buf := make([]byte, 1<<20)
+	var given int64
+	run := uintptr(0) // start of the current run of zero pages, or 0
+	flush := func(end uintptr) error {
+		if run == 0 || end <= run {
+			run = 0
+			return nil
+		}
+		if _, _, e := unix.Syscall(unix.SYS_MADVISE, run, end-run, unix.MADV_DONTNEED); e != 0 {
+			return fmt.Errorf("madvise: %w", e)
+		}
+		given += int64(end - run)
+		run = 0
+		return nil
+	}
+	for at := m.start; at < m.end; {
+		n := min(uintptr(len(buf)), m.end-at)
+		if _, err := mem.ReadAt(buf[:n], int64(at)); err != nil {
+			return given, err
+		}
+		for off := uintptr(0); off < n; off += page {
+			p := at + off
+			if allZero(buf[off : off+page]) {
+				if run == 0 {
+					run = p
+				}
+			} else if err := flush(p); err != nil {
+				return given, err
+			}
+		}
+		at += n
+	}
+	return given, flush(m.end)
+}
+
+var zeroPage = make([]byte, 64<<10)
+
+func allZero(b []byte) bool {
+	for len(b) > 0 {
+		n := min(len(b), len(zeroPage))
+		if !bytes.Equal(b[:n], zeroPage[:n]) {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
+}
+
+// mappings returns the process's mappings, from /proc/self/maps: all of
+// them, or only the private anonymous read-write ones.
+func mappings(anonOnly bool) ([]mapping, error) {
+	f, err := os.Open("/proc/self/maps")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var ms []mapping
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// start-end perms offset dev inode [path]
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 || anonOnly && (len(fields) != 5 || fields[1] != "rw-p" || fields[4] != "0") {
+			continue
+		}
+		a, b, ok := strings.Cut(fields[0], "-")
+		start, err1 := strconv.ParseUint(a, 16, 64)
+		end, err2 := strconv.ParseUint(b, 16, 64)
+		if !ok || err1 != nil || err2 != nil {
+			continue
+		}
+		ms = append(ms, mapping{uintptr(start), uintptr(end)})
+	}
+	return ms, sc.Err()
+}
