@@ -48,9 +48,11 @@ type ChatOptions struct {
 	Seed uint32
 
 	// NoPrefixReuse evaluates the whole prompt. By default a call reuses
-	// llama.cpp's KV cache for the longest common start of its prompt and
-	// the previous call's tokens (in a conversation: everything up to the
-	// last answer), and evaluates only the rest.
+	// llama.cpp's KV cache for the start its prompt shares with the
+	// previous call's (in a conversation: the messages before the last
+	// answer), and evaluates only the rest. Reuse is exact: greedy answers
+	// are the same bits either way (prompts are split at message
+	// boundaries so that both evaluate the same batches; see chunkEnds).
 	NoPrefixReuse bool
 
 	// Stop ends the answer before the first occurrence of any of these
