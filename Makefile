@@ -15,7 +15,7 @@ LLAMA_PLATFORM_arm64 := linux-arm64
 RIE_MODULE := github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test check minio tools rie chromium llama zip-libs chatbot zip bench bench-llm bench-coldstart bench-sizes fuzz
+.PHONY: demo test check minio tools rie chromium llama zip-libs graviton chatbot zip bench bench-llm bench-coldstart bench-sizes fuzz
 
 ## demo: run the Lambda chatbot locally: MinIO, a generated model, the chat page
 # (DEMO_FLAGS=-link lambda-like puts MinIO behind a Lambda-shaped link)
@@ -33,7 +33,7 @@ chatbot:
 # libstdc++.so.6 linked from GCC 11's PIC archive (Debian's own needs glibc
 # 2.36; provided.al2023's is GCC 11's too); libgcc_s.so.1 is provided.al2023's.
 # lambdazip checks every ELF file against glibc 2.34. Keep these steps in
-# step with lambdaTask in examples/chatbot/e2e_test.go.
+# step with lambdaZip in examples/chatbot/e2e_test.go.
 ARCH ?= $(GOARCH)
 ifeq ($(filter $(ARCH),amd64 arm64),)
 $(error ARCH=$(ARCH): use amd64 or arm64)
@@ -44,6 +44,9 @@ TRIPLET_arm64 := aarch64-linux-gnu
 LIBFFI = /usr/lib/$(TRIPLET_$(ARCH))/libffi.so.8
 LIBFFI_PKG_amd64 := libffi8
 LIBFFI_PKG_arm64 := libffi8:arm64
+# Another architecture's libffi8 comes from Debian's multiarch (it pulls in
+# that architecture's libc6, which TestGraviton runs the arm64 zip with).
+ADD_ARCH = $(if $(filter $(ARCH),$(GOARCH)),,{ dpkg --print-foreign-architectures | grep -qx $(ARCH) || $(SUDO) dpkg --add-architecture $(ARCH); } &&)
 GCC11_PIC = $(if $(filter $(ARCH),$(GOARCH)),/usr/lib/gcc/$(TRIPLET_$(ARCH))/11,/usr/lib/gcc-cross/$(TRIPLET_$(ARCH))/11)
 GCC11_PKG = $(if $(filter $(ARCH),$(GOARCH)),libstdc++-11-pic,libstdc++-11-pic-$(ARCH)-cross gcc-$(TRIPLET_$(ARCH)))
 ZIP_CC = $(if $(filter $(ARCH),$(GOARCH)),gcc,$(TRIPLET_$(ARCH))-gcc)
@@ -56,7 +59,7 @@ zip: llama zip-libs
 
 ## zip-libs: libffi and a glibc-2.34 libstdc++ for ARCH's Lambda zip (installs Debian's packages when missing)
 zip-libs: $(LIBSTDCXX)
-	@[ -f $(LIBFFI) ] || { $(SUDO) apt-get update && $(SUDO) apt-get install -y $(LIBFFI_PKG_$(ARCH)); }
+	@[ -f $(LIBFFI) ] || { $(ADD_ARCH) $(SUDO) apt-get update && $(SUDO) apt-get install -y $(LIBFFI_PKG_$(ARCH)); }
 $(BIN)/libstdc++-gcc11/%/libstdc++.so.6:
 	@[ -f $(GCC11_PIC)/libstdc++_pic.a ] || { $(SUDO) apt-get update && $(SUDO) apt-get install -y $(GCC11_PKG); }
 	mkdir -p $(dir $@)
@@ -105,7 +108,7 @@ check:
 	go vet ./...
 	CGO_ENABLED=0 go build ./...
 
-tools: minio rie chromium llama zip-libs
+tools: minio rie chromium llama zip-libs graviton
 
 ## llama: install llama.cpp's prebuilt libraries for ARCH into .bin/llama/ (from npm, checked against the pinned integrity)
 LLAMA_PLATFORM = $(LLAMA_PLATFORM_$(ARCH))
@@ -128,6 +131,21 @@ $(BIN)/llama/%/libllama.so:
 	  ln -s libggml.v0.5.0.so "$(BIN)/llama/$*.tmp/libggml.so"; \
 	  rm -rf "$(BIN)/llama/$*" && mv "$(BIN)/llama/$*.tmp" "$(BIN)/llama/$*"; \
 	  echo "installed $$pkg (llama.cpp v0.5.0) into $(BIN)/llama/$*"
+
+## graviton: on amd64, what TestGraviton needs to run the arm64 zip: Debian's qemu-user-static, then make llama zip-libs ARCH=arm64
+# The test runs the bootstrap under qemu-aarch64-static -L / with the glibc
+# of libc6:arm64 (libffi8:arm64 pulls it in), not with the cross
+# toolchain's sysroot: its ld.so, with the libc.so.6 that /etc/ld.so.cache
+# then finds (libc6:arm64, another build), hangs at start. Off Debian
+# nothing is installed and the test says why it skips.
+graviton:
+ifeq ($(GOARCH),amd64)
+	@if [ -x /usr/bin/qemu-aarch64-static ] && [ -f /usr/lib/aarch64-linux-gnu/libffi.so.8 ]; then :; \
+	elif grep -qx 'ID=debian' /etc/os-release 2>/dev/null; then \
+	  [ -x /usr/bin/qemu-aarch64-static ] || { $(SUDO) apt-get update && $(SUDO) apt-get install -y qemu-user-static; } || exit 1; \
+	else echo "graviton: not Debian; TestGraviton will skip (it needs Debian's qemu-user-static and libffi8:arm64)"; exit 0; fi; \
+	$(MAKE) --no-print-directory llama zip-libs ARCH=arm64
+endif
 
 ## rie: build the AWS Lambda Runtime Interface Emulator into .bin/ (chatbot's end-to-end test)
 rie: $(BIN)/aws-lambda-rie

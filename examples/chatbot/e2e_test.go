@@ -31,49 +31,64 @@ import (
 // Makefile. The end-to-end tests run the bootstrap that a deployment would.
 var lambdaBuildFlags = []string{"-tags", "lambda.norpc", "-ldflags", "-s -w"}
 
-// zipLibs returns lambdazip's flags for the libraries the zip carries, as
-// `make zip` passes them (make llama zip-libs installs them).
-func zipLibs() ([]string, error) {
+// zipLibs returns lambdazip's flags for the libraries arch's zip carries, as
+// `make zip ARCH=arch` passes them (make llama zip-libs ARCH=arch installs
+// them).
+func zipLibs(arch string) ([]string, error) {
 	root, err := testutil.RepoRoot()
 	if err != nil {
 		return nil, err
 	}
-	platform := map[string]string{"amd64": "linux-x64", "arm64": "linux-arm64"}[runtime.GOARCH]
-	triplet := map[string]string{"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}[runtime.GOARCH]
+	platform := map[string]string{"amd64": "linux-x64", "arm64": "linux-arm64"}[arch]
+	triplet := map[string]string{"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}[arch]
 	llama := filepath.Join(root, ".bin", "llama", platform)
 	libs := []string{
 		filepath.Join("/usr/lib", triplet, "libffi.so.8"),
-		filepath.Join(root, ".bin", "libstdc++-gcc11", runtime.GOARCH, "libstdc++.so.6"),
+		filepath.Join(root, ".bin", "libstdc++-gcc11", arch, "libstdc++.so.6"),
 	}
 	for _, p := range append([]string{filepath.Join(llama, "libllama.so")}, libs...) {
 		if !fileExists(p) {
-			return nil, fmt.Errorf("%s is missing: run make llama zip-libs (make test does)", p)
+			return nil, fmt.Errorf("%s is missing: run make llama zip-libs ARCH=%s (make test does)", p, arch)
 		}
 	}
 	return []string{"-llama", llama, "-lib", libs[0], "-lib", libs[1]}, nil
 }
 
-// lambdaTask builds the zip as `make zip` does (go build, then lambdazip's
-// checks) and unpacks it, as Lambda would, into a directory it returns.
-var lambdaTask = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "chatbot-zip")
+// lambdaTasks holds, per GOARCH, the unpacked zip lambdaTask built.
+var lambdaTasks = map[string]func() (string, error){
+	"amd64": sync.OnceValues(func() (string, error) { return lambdaZip("amd64") }),
+	"arm64": sync.OnceValues(func() (string, error) { return lambdaZip("arm64") }),
+}
+
+// lambdaTask returns the directory of this machine's zip, unpacked once.
+func lambdaTask() (string, error) { return lambdaTasks[runtime.GOARCH]() }
+
+// lambdaZip builds arch's zip as `make zip ARCH=arch` does (go build, then
+// lambdazip's checks) and unpacks it, as Lambda would, into a directory it
+// returns.
+func lambdaZip(arch string) (string, error) {
+	dir, err := os.MkdirTemp("", "chatbot-zip-"+arch)
 	if err != nil {
 		return "", err
 	}
 	cleanups = append(cleanups, func() { os.RemoveAll(dir) })
 	bin, zipPath := filepath.Join(dir, "bootstrap"), filepath.Join(dir, "function.zip")
-	libs, err := zipLibs()
+	libs, err := zipLibs(arch)
 	if err != nil {
 		return "", err
 	}
-	for _, args := range [][]string{
-		append(append([]string{"build"}, lambdaBuildFlags...), "-o", bin, "."),
-		append(append([]string{"run", "./lambdazip", "-glibc", "2.34", "-arch", runtime.GOARCH}, libs...), "-o", zipPath, bin),
+	for _, c := range []struct {
+		args []string
+		env  []string
+	}{
+		{append(append([]string{"build"}, lambdaBuildFlags...), "-o", bin, "."), []string{"GOOS=linux", "GOARCH=" + arch}},
+		// lambdazip itself runs on this machine.
+		{append(append([]string{"run", "./lambdazip", "-glibc", "2.34", "-arch", arch}, libs...), "-o", zipPath, bin), nil},
 	} {
-		cmd := exec.Command("go", args...)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		cmd := exec.Command("go", c.args...)
+		cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0"), c.env...)
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+			return "", fmt.Errorf("go %s: %v\n%s", strings.Join(c.args, " "), err, out)
 		}
 	}
 	task := filepath.Join(dir, "task")
@@ -88,7 +103,7 @@ var lambdaTask = sync.OnceValues(func() (string, error) {
 		}
 	}
 	return task, nil
-})
+}
 
 // cleanups run after all tests, in TestMain.
 var cleanups []func()
