@@ -96,13 +96,33 @@ func (f *shaperFixture) get(t *testing.T, s *Shaper, off, n int64) got {
 	return g
 }
 
-func checkRate(t *testing.T, what string, bytes int64, d time.Duration, want float64) {
+// rateOK logs a measured rate and reports whether it is within the
+// tolerance of want.
+func rateOK(t *testing.T, what string, bytes int64, d time.Duration, want float64) bool {
 	t.Helper()
 	rate := float64(bytes) / d.Seconds()
-	t.Logf("%s: %.1f MB/s, want %.1f (ratio %.3f)", what, rate/1e6, want/1e6, rate/want)
-	if rate < want*(1-shaperTolerance) || rate > want*(1+shaperTolerance) {
-		t.Errorf("%s: %.1f MB/s, want %.1f-%.1f MB/s", what, rate/1e6, want*(1-shaperTolerance)/1e6, want*(1+shaperTolerance)/1e6)
+	ok := rate >= want*(1-shaperTolerance) && rate <= want*(1+shaperTolerance)
+	t.Logf("%s: %.1f MB/s, want %.1f-%.1f (ratio %.3f)", what, rate/1e6, want*(1-shaperTolerance)/1e6, want*(1+shaperTolerance)/1e6, rate/want)
+	return ok
+}
+
+// measureAttempts is how many times a timed measurement is taken before
+// it fails: the machine's other work (the test binary runs beside other
+// packages' tests on 2 CPUs) can starve MinIO or the client for a second,
+// which no link would do. The bounds themselves stay as tight.
+const measureAttempts = 3
+
+// measure runs one timed measurement until it reports true, up to
+// measureAttempts times, and fails the test if it never does.
+func measure(t *testing.T, what string, once func() bool) {
+	t.Helper()
+	for i := 1; i <= measureAttempts; i++ {
+		if once() {
+			return
+		}
+		t.Logf("%s: attempt %d of %d out of bounds", what, i, measureAttempts)
 	}
+	t.Errorf("%s: out of bounds in %d attempts", what, measureAttempts)
 }
 
 func TestShaperAccuracy(t *testing.T) {
@@ -112,38 +132,46 @@ func TestShaperAccuracy(t *testing.T) {
 	f := newShaperFixture(t, 256<<20) // 3.6 s at 75 MB/s
 
 	t.Run("one GET at a 75 MB/s per-connection cap", func(t *testing.T) {
-		s := NewShaper(t, f.m.Endpoint, Link{PerConn: 75e6})
-		g := f.get(t, s, 0, 0)
-		if g.sum != f.sum || g.bytes != f.size {
-			t.Fatalf("read %d bytes with SHA-256 %s, want %d with %s", g.bytes, g.sum, f.size, f.sum)
-		}
-		checkRate(t, "one GET", g.bytes-g.firstBytes, g.last.Sub(g.first), 75e6)
-		if st := s.Stats(); st.Requests != 1 || st.Bytes != f.size || st.Slow != 0 {
-			t.Errorf("Stats = %+v, want 1 request, %d bytes, none slow", st, f.size)
-		}
+		measure(t, "one GET", func() bool {
+			s := NewShaper(t, f.m.Endpoint, Link{PerConn: 75e6})
+			g := f.get(t, s, 0, 0)
+			if g.sum != f.sum || g.bytes != f.size {
+				t.Fatalf("read %d bytes with SHA-256 %s, want %d with %s", g.bytes, g.sum, f.size, f.sum)
+			}
+			if st := s.Stats(); st.Requests != 1 || st.Bytes != f.size || st.Slow != 0 {
+				t.Errorf("Stats = %+v, want 1 request, %d bytes, none slow", st, f.size)
+			}
+			return rateOK(t, "one GET", g.bytes-g.firstBytes, g.last.Sub(g.first), 75e6)
+		})
 	})
 
 	t.Run("four GETs share a 75 MB/s aggregate", func(t *testing.T) {
-		s := NewShaper(t, f.m.Endpoint, Link{Rate: 75e6})
-		first, bytes, last := f.parallel(t, s, 4)
-		t.Logf("link idle %v", s.Stats().Idle)
-		checkRate(t, "4 GETs together", bytes, last.Sub(first), 75e6)
+		measure(t, "4 GETs together", func() bool {
+			s := NewShaper(t, f.m.Endpoint, Link{Rate: 75e6})
+			first, bytes, last := f.parallel(t, s, 4)
+			t.Logf("link idle %v", s.Stats().Idle)
+			return rateOK(t, "4 GETs together", bytes, last.Sub(first), 75e6)
+		})
 	})
 
 	t.Run("burst at the peak, then the sustained rate", func(t *testing.T) {
 		l := Link{Peak: 300e6, Burst: 100e6, Rate: 75e6}
-		s := NewShaper(t, f.m.Endpoint, l)
-		first, bytes, last := f.parallel(t, s, 4)
 		// 0.44 s at 300 MB/s, draining the burst at 225 MB/s, then 1.80 s at
 		// 75 MB/s: 2.24 s for 268 MB.
 		ceiling := l.Ceiling(f.size)
-		checkRate(t, "4 GETs, as a share of the ceiling", bytes, last.Sub(first), float64(f.size)/(ceiling-l.FirstByte).Seconds())
+		measure(t, "4 GETs, as a share of the ceiling", func() bool {
+			s := NewShaper(t, f.m.Endpoint, l)
+			first, bytes, last := f.parallel(t, s, 4)
+			return rateOK(t, "4 GETs, as a share of the ceiling", bytes, last.Sub(first), float64(f.size)/(ceiling-l.FirstByte).Seconds())
+		})
 	})
 
 	t.Run("every GET 5x slower", func(t *testing.T) {
-		s := NewShaper(t, f.m.Endpoint, Link{PerConn: 40e6, SlowShare: 1, SlowFactor: 5})
-		g := f.get(t, s, 0, 16<<20) // 2.1 s at 8 MB/s
-		checkRate(t, "a slow GET", g.bytes-g.firstBytes, g.last.Sub(g.first), 8e6)
+		measure(t, "a slow GET", func() bool {
+			s := NewShaper(t, f.m.Endpoint, Link{PerConn: 40e6, SlowShare: 1, SlowFactor: 5})
+			g := f.get(t, s, 0, 16<<20) // 2.1 s at 8 MB/s
+			return rateOK(t, "a slow GET", g.bytes-g.firstBytes, g.last.Sub(g.first), 8e6)
+		})
 	})
 }
 
@@ -177,7 +205,6 @@ func (f *shaperFixture) parallel(t *testing.T, s *Shaper, n int64) (first time.T
 func TestShaperFirstByteAndSlowShare(t *testing.T) {
 	f := newShaperFixture(t, 1<<20)
 	l := Link{FirstByte: 30 * time.Millisecond, SlowShare: 0.25, SlowFactor: 5, Seed: 7}
-	s := NewShaper(t, f.m.Endpoint, l)
 	const n = 24
 	// The same draws as the shaper's: which GETs are slow is fixed by Seed.
 	rng := mrand.New(mrand.NewPCG(l.Seed, l.Seed^0x51de))
@@ -187,35 +214,50 @@ func TestShaperFirstByteAndSlowShare(t *testing.T) {
 			wantSlow++
 		}
 	}
-	var slow, fast []time.Duration
-	for range n {
-		before := s.Stats().Slow
-		g := f.get(t, s, 0, 1024)
-		ttfb := g.first.Sub(g.start)
-		if s.Stats().Slow > before {
-			slow = append(slow, ttfb)
-		} else {
-			fast = append(fast, ttfb)
-		}
-	}
-	if st := s.Stats(); st.Slow != wantSlow || st.Requests != n || len(slow) != wantSlow {
-		t.Fatalf("Stats = %+v after %d GETs, want %d slow as Seed draws them", st, n, wantSlow)
-	}
 	if wantSlow == 0 || wantSlow == n {
 		t.Fatalf("seed %d draws %d slow of %d: pick a seed that makes both kinds", l.Seed, wantSlow, n)
 	}
-	// Lower bounds are exact (the shaper never answers early); the upper
-	// ones only catch a delay applied twice.
-	for _, d := range fast {
-		if d < l.FirstByte || d > 2*l.FirstByte {
-			t.Errorf("first byte after %v, want %v-%v", d, l.FirstByte, 2*l.FirstByte)
+	measure(t, "first bytes", func() bool {
+		s := NewShaper(t, f.m.Endpoint, l)
+		var slow, fast []time.Duration
+		for range n {
+			before := s.Stats().Slow
+			g := f.get(t, s, 0, 1024)
+			ttfb := g.first.Sub(g.start)
+			if s.Stats().Slow > before {
+				slow = append(slow, ttfb)
+			} else {
+				fast = append(fast, ttfb)
+			}
 		}
-	}
-	for _, d := range slow {
-		if want := 5 * l.FirstByte; d < want || d > 2*want {
-			t.Errorf("slow GET's first byte after %v, want %v-%v", d, want, 2*want)
+		if st := s.Stats(); st.Slow != wantSlow || st.Requests != n || len(slow) != wantSlow {
+			t.Fatalf("Stats = %+v after %d GETs, want %d slow as Seed draws them", st, n, wantSlow)
 		}
-	}
+		// Lower bounds are exact (the shaper never answers early): an
+		// error at once. The upper ones only catch a delay applied twice,
+		// and a busy machine can exceed them.
+		ok := true
+		for _, d := range fast {
+			if d < l.FirstByte {
+				t.Errorf("first byte after %v, before %v", d, l.FirstByte)
+			}
+			if d > 2*l.FirstByte {
+				t.Logf("first byte after %v, want %v-%v", d, l.FirstByte, 2*l.FirstByte)
+				ok = false
+			}
+		}
+		for _, d := range slow {
+			want := 5 * l.FirstByte
+			if d < want {
+				t.Errorf("slow GET's first byte after %v, before %v", d, want)
+			}
+			if d > 2*want {
+				t.Logf("slow GET's first byte after %v, want %v-%v", d, want, 2*want)
+				ok = false
+			}
+		}
+		return ok
+	})
 }
 
 func TestShaperCloseEndsResponses(t *testing.T) {
