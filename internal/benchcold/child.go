@@ -23,6 +23,7 @@ type target struct {
 	variant.Target
 	SHA256        string // the model's, which every variant checks
 	StartUnixNano int64  // when the parent started this process
+	NoRepack      bool   // llm.Options.NoRepack
 }
 
 // result is what a child prints, as one JSON line: each phase's end, from
@@ -112,12 +113,13 @@ func runChild(v string, t target) error {
 	res.Parts = l.Stats.Parts
 
 	var m *llm.Model
+	repack := func(o *llm.Options) { o.NoRepack = t.NoRepack }
 	if l.File != nil {
-		m, err = llm.LoadFile(ctx, l.File)
+		m, err = llm.LoadFile(ctx, l.File, repack)
 	} else {
 		// What a user of the SDK's downloaders does: hand llama.cpp the
 		// memfd's path.
-		m, err = llm.Load(ctx, fmt.Sprintf("/proc/self/fd/%d", l.Plain.Fd()))
+		m, err = llm.Load(ctx, fmt.Sprintf("/proc/self/fd/%d", l.Plain.Fd()), repack)
 	}
 	if err != nil {
 		return err
