@@ -87,11 +87,14 @@ func runChild(v string, t target) error {
 	w := &watch{size: t.Size}
 	// memload hashes each part as it lands (Options.SHA256), as the
 	// chatbot does with MODEL_SHA256; the peers' users hash the memfd
-	// after the download.
+	// after the download. Unsealed, as the chatbot's: llm.LoadFile then
+	// gives back the memfd's pages of the weights llama.cpp repacks, and
+	// the time that takes counts before the model is ready.
 	l, err := variant.Download(ctx, client, v, t.Target,
 		func(dst io.WriterAt) io.WriterAt { return counted{dst, w} },
 		func(o *s3load.Options) {
 			o.SHA256 = t.SHA256
+			o.NoSeal = true
 			o.Progress = func(done, total int64) { w.add(0, done) }
 		})
 	if err != nil {
