@@ -161,10 +161,14 @@ type Stats struct {
 	Verified    string        // checks passed: "CRC64NVME", "CRC32C", "SHA-256", joined by "+"; "" for none
 	Unverified  string        // why the S3 checksum was not checked, "" if it was
 	FirstByte   time.Duration // from the call to the first response
-	Elapsed     time.Duration // from the call to the last byte in place (and verified)
+	LastByte    time.Duration // from the call to the last byte in place, before the checksums are checked
+	Elapsed     time.Duration // from the call to the last byte in place and verified
 }
 
-// Throughput returns bytes per second over the whole load.
+// Throughput returns bytes per second over the whole load, from the call
+// to the bytes verified: the first-byte wait and the verification
+// included. Size / (LastByte - FirstByte) is the rate the link carried
+// once the bytes flowed.
 func (s Stats) Throughput() float64 {
 	if s.Elapsed <= 0 {
 		return 0
@@ -341,7 +345,7 @@ func (d *download) run(ctx context.Context, open func(Object, int64) (io.WriterA
 	if err = g.Wait(); err != nil {
 		return stats, d.fail(ctx, err)
 	}
-	stats.Size = d.size
+	stats.Size, stats.LastByte = d.size, time.Since(d.start)
 	if stats.Verified, err = d.verify(ctx); err != nil {
 		return stats, d.fail(ctx, err)
 	}

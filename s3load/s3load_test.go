@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -142,6 +143,7 @@ func TestLoadTo(t *testing.T) {
 	uri, want := putObject(t, size)
 	w := &memWriter{buf: make([]byte, size)}
 	var calls []int64
+	var firstCall, lastCall time.Time
 	l := s3load.New(client(), func(o *s3load.Options) {
 		o.PartSize = 1 << 20
 		o.Progress = func(done, total int64) {
@@ -149,11 +151,24 @@ func TestLoadTo(t *testing.T) {
 				t.Errorf("Progress total = %d, want %d", total, size)
 			}
 			calls = append(calls, done) // calls are serialised
+			if firstCall.IsZero() {
+				firstCall = time.Now()
+			}
+			lastCall = time.Now()
 		}
 	})
+	start := time.Now()
 	stats, err := l.LoadTo(context.Background(), uri, w)
+	took := time.Since(start)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The load began before the first write and the last byte landed
+	// after the last: LastByte spans at least the writes.
+	if stats.FirstByte <= 0 || stats.LastByte < stats.FirstByte || stats.Elapsed < stats.LastByte || took < stats.Elapsed ||
+		stats.LastByte < lastCall.Sub(firstCall) {
+		t.Errorf("first byte %v, last byte %v, elapsed %v; writes over %v, call took %v",
+			stats.FirstByte, stats.LastByte, stats.Elapsed, lastCall.Sub(firstCall), took)
 	}
 	if sum := sha256.Sum256(w.buf); hex.EncodeToString(sum[:]) != want {
 		t.Error("bytes written differ from the object")

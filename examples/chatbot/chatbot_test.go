@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -571,14 +572,18 @@ func TestLoadFromMinIO(t *testing.T) {
 			if resp.StatusCode != http.StatusOK || h.Model != "tiny.gguf" || c.Bytes != size || !strings.Contains(c.Verified, "SHA-256") || h.Loaded != c.Bytes {
 				t.Fatalf("healthz %s %+v %+v", resp.Status, h, c)
 			}
+			checkLinkAndTrail(t, c, size)
 			recs := ts.logs.find("cold start")
 			if len(recs) != 1 {
 				t.Fatalf("%d cold start log lines", len(recs))
 			}
-			for _, k := range []string{"download_ms", "verify_ms", "llama_load_ms", "total_ms"} {
+			for _, k := range []string{"download_ms", "verify_ms", "llama_load_ms", "total_ms", "link_mib_s", "ready_after_last_byte_ms"} {
 				if _, ok := recs[0][k].(float64); !ok {
 					t.Errorf("cold start log line lacks %s: %v", k, recs[0])
 				}
+			}
+			if recs[0]["link_mib_s"] != c.LinkMiBPerSec || recs[0]["ready_after_last_byte_ms"] != c.ReadyAfterLastByte {
+				t.Errorf("cold start log line %v, /healthz %+v", recs[0], c)
 			}
 			// And as embedded metrics, with the download's figures.
 			var cold map[string]float64
@@ -589,8 +594,9 @@ func TestLoadFromMinIO(t *testing.T) {
 					}
 				}
 			}
-			if cold["ModelBytes"] != float64(size) || cold["Download"] <= 0 || cold["DownloadThroughput"] <= 0 || cold["Verify"] < 0 {
-				t.Errorf("cold start metrics %v", cold)
+			if cold["ModelBytes"] != float64(size) || cold["Download"] <= 0 || cold["DownloadThroughput"] <= 0 || cold["Verify"] < 0 ||
+				cold["LinkThroughput"] != c.LinkMiBPerSec*(1<<20) || cold["ReadyAfterLastByte"] != c.ReadyAfterLastByte {
+				t.Errorf("cold start metrics %v, /healthz %+v", cold, c)
 			}
 			resp = post(t, ctx, ts.url, `{"messages":[{"role":"user","content":"Hi"}],"max_tokens":3}`)
 			resp.Body.Close()
@@ -598,6 +604,34 @@ func TestLoadFromMinIO(t *testing.T) {
 				t.Errorf("chat: %s", resp.Status)
 			}
 		})
+	}
+}
+
+// checkLinkAndTrail checks the link's rate and the model's trail behind
+// the last byte against the cold start's other figures, which ms()
+// truncates to the microsecond.
+func checkLinkAndTrail(t *testing.T, c *coldStart, size int64) {
+	t.Helper()
+	const tick = 1e-3 // ms: one truncated microsecond
+	// Bytes over the time they flowed, first byte to last: within the
+	// rates the two truncated times allow, and no slower than the
+	// download counted from the first request.
+	t.Logf("link %.1f MiB/s, download %.1f MiB/s, ready %.2f ms after the last byte (verify %.2f, llama.cpp %.2f)",
+		c.LinkMiBPerSec, c.MiBPerSec, c.ReadyAfterLastByte, c.VerifyMS, c.LlamaMS)
+	mib, flow := float64(size)/(1<<20), (c.DownloadMS-c.FirstByte)/1000
+	lo, hi := mib/(flow+2*tick/1000), mib/(flow-2*tick/1000)
+	if flow <= 2*tick/1000 {
+		hi = math.Inf(1)
+	}
+	if c.LinkMiBPerSec <= 0 || c.LinkMiBPerSec < lo || c.LinkMiBPerSec > hi || c.LinkMiBPerSec < c.MiBPerSec {
+		t.Errorf("link %v MiB/s, want %v to %v (%d bytes in %v s), at least the download's %v", c.LinkMiBPerSec, lo, hi, size, flow, c.MiBPerSec)
+	}
+	// The model is ready after the verification and the llama.cpp load
+	// that follow the last byte, and before the cold start less the
+	// download and everything before it.
+	if r := c.ReadyAfterLastByte; r <= 0 || r < c.VerifyMS+c.LlamaMS-3*tick || r > c.TotalMS-c.ProcessMS-c.ConfigMS-c.DownloadMS+5*tick {
+		t.Errorf("ready %v ms after the last byte, want verify %v + llama.cpp %v ms at least, total %v - process %v - config %v - download %v ms at most",
+			r, c.VerifyMS, c.LlamaMS, c.TotalMS, c.ProcessMS, c.ConfigMS, c.DownloadMS)
 	}
 }
 

@@ -356,6 +356,11 @@ func TestLambdaRIE(t *testing.T) {
 			t.Errorf("cold start log line lacks %s: %v", k, cold[0])
 		}
 	}
+	for _, k := range []string{"link_mib_s", "ready_after_last_byte_ms"} {
+		if v, ok := cold[0][k].(float64); !ok || v <= 0 {
+			t.Errorf("cold start log line has %s %v, want a positive figure: %v", k, cold[0][k], cold[0])
+		}
+	}
 	t.Logf("cold start: %v", cold[0])
 	t.Logf("answer: %v", p.out.find("chat")[1])
 }

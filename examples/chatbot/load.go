@@ -35,7 +35,7 @@ type coldStart struct {
 	VerifyMS   float64 `json:"verify_ms"`          // after the last byte: checksum and SHA-256 checks, sealing
 	LlamaMS    float64 `json:"llama_load_ms"`      // GGUF check and llama.cpp load
 	TotalMS    float64 `json:"total_ms"`           // process start to model ready
-	MiBPerSec  float64 `json:"download_mib_s"`     // download throughput
+	MiBPerSec  float64 `json:"download_mib_s"`     // bytes / download_ms: the first-byte wait included
 	FirstByte  float64 `json:"first_byte_ms"`      // first request to first response
 	Template   string  `json:"template,omitempty"` // chat template family
 	LoadedInit bool    `json:"loaded_in_init"`     // ready before the first request was taken (Lambda)
@@ -43,6 +43,13 @@ type coldStart struct {
 	Context    int     `json:"context_size"`       // context window asked for
 	Mmap       bool    `json:"mmap"`               // llama.cpp maps the memfd: one copy of the weights
 	Error      string  `json:"error,omitempty"`    // why the load failed
+
+	// Of a load from S3: the rate the link reached once the bytes flowed,
+	// bytes / (download_ms - first_byte_ms), and how long the model
+	// trailed the last byte (verify_ms, llama_load_ms and the steps
+	// between), what overlapping the two would save.
+	LinkMiBPerSec      float64 `json:"link_mib_s,omitempty"`
+	ReadyAfterLastByte float64 `json:"ready_after_last_byte_ms,omitempty"`
 }
 
 // loader loads the model once, in the background, and lets requests wait
@@ -104,7 +111,8 @@ func startLoad(ctx context.Context, cfg config, logger *slog.Logger, met *metric
 		logger.Info("cold start", "uri", cfg.ModelURI, "bytes", c.Bytes, "verified", c.Verified,
 			"process_ms", c.ProcessMS, "config_ms", c.ConfigMS, "download_ms", c.DownloadMS,
 			"verify_ms", c.VerifyMS, "llama_load_ms", c.LlamaMS, "total_ms", c.TotalMS,
-			"download_mib_s", c.MiBPerSec, "retries", c.Retries, "attempts", c.Attempts, "threads", c.Threads, "template", c.Template)
+			"download_mib_s", c.MiBPerSec, "link_mib_s", c.LinkMiBPerSec, "ready_after_last_byte_ms", c.ReadyAfterLastByte,
+			"retries", c.Retries, "attempts", c.Attempts, "threads", c.Threads, "template", c.Template)
 		met.put(coldStartMetrics(c), map[string]any{"Event": "cold_start", "Template": c.Template, "Source": cfg.ModelURI})
 	}()
 	return l
@@ -190,9 +198,14 @@ func (l *loader) load(ctx context.Context, cfg config, logger, llmLog *slog.Logg
 		o.CloseFile = true
 		o.Logger = llmLog
 	}
+	var lastByte time.Time // zero for a local file
 	finish := func(m *llm.Model, llamaStart time.Time) (*llm.Model, coldStart, error) {
-		c.LlamaMS = ms(time.Since(llamaStart))
-		c.TotalMS = ms(time.Since(processStart))
+		now := time.Now()
+		c.LlamaMS = ms(now.Sub(llamaStart))
+		c.TotalMS = ms(now.Sub(processStart))
+		if !lastByte.IsZero() {
+			c.ReadyAfterLastByte = ms(now.Sub(lastByte))
+		}
 		c.Template = m.Template()
 		return m, c, nil
 	}
@@ -220,7 +233,6 @@ func (l *loader) load(ctx context.Context, cfg config, logger, llmLog *slog.Logg
 	c.ConfigMS = ms(time.Since(start))
 
 	l.setPhase("download")
-	var lastByte atomic.Int64 // UnixNano of the last byte written
 	loader := s3load.New(client, func(o *s3load.Options) {
 		o.Logger = logger
 		o.SHA256 = cfg.ModelSHA256
@@ -237,7 +249,6 @@ func (l *loader) load(ctx context.Context, cfg config, logger, llmLog *slog.Logg
 			l.loaded.Store(done)
 			l.total.Store(total)
 			if done == total {
-				lastByte.Store(time.Now().UnixNano())
 				l.setPhase("verify")
 			}
 		}
@@ -247,17 +258,17 @@ func (l *loader) load(ctx context.Context, cfg config, logger, llmLog *slog.Logg
 	if err != nil {
 		return nil, c, err
 	}
-	end := dlStart.Add(st.Elapsed)
-	if n := lastByte.Load(); n != 0 {
-		c.DownloadMS = ms(time.Unix(0, n).Sub(dlStart))
-		c.VerifyMS = ms(end.Sub(time.Unix(0, n)))
-	} else {
-		c.DownloadMS = ms(st.Elapsed)
-	}
+	// s3load's clock starts a moment after dlStart, so lastByte is placed
+	// that moment early: ReadyAfterLastByte errs long, never short.
+	lastByte = dlStart.Add(st.LastByte)
+	c.DownloadMS, c.VerifyMS = ms(st.LastByte), ms(st.Elapsed-st.LastByte)
 	c.Bytes, c.Verified, c.Retries = st.Size, st.Verified, st.Retries
 	c.FirstByte = ms(st.FirstByte)
-	if c.DownloadMS > 0 {
-		c.MiBPerSec = float64(st.Size) / (1 << 20) / (c.DownloadMS / 1000)
+	if st.LastByte > 0 {
+		c.MiBPerSec = float64(st.Size) / (1 << 20) / st.LastByte.Seconds()
+	}
+	if flow := st.LastByte - st.FirstByte; flow > 0 {
+		c.LinkMiBPerSec = float64(st.Size) / (1 << 20) / flow.Seconds()
 	}
 
 	l.setPhase("llama.cpp")

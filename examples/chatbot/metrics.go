@@ -79,9 +79,10 @@ func (m *metrics) put(ms []metric, props map[string]any) {
 	m.w.Write(append(b, '\n'))
 }
 
-// coldStartMetrics are the cold start's phases and speeds.
+// coldStartMetrics are the cold start's phases and speeds; the link's rate
+// and the model's trail behind the last byte only for a load from S3.
 func coldStartMetrics(c coldStart) []metric {
-	return []metric{
+	out := []metric{
 		{"ProcessStart", unitMS, c.ProcessMS},
 		{"Config", unitMS, c.ConfigMS},
 		{"Download", unitMS, c.DownloadMS},
@@ -94,6 +95,11 @@ func coldStartMetrics(c coldStart) []metric {
 		{"DownloadRetries", unitCount, float64(c.Retries)},
 		{"LoadAttempts", unitCount, float64(c.Attempts)},
 	}
+	if c.LinkMiBPerSec > 0 {
+		out = append(out, metric{"LinkThroughput", unitBytesPerS, c.LinkMiBPerSec * (1 << 20)},
+			metric{"ReadyAfterLastByte", unitMS, c.ReadyAfterLastByte})
+	}
+	return out
 }
 
 // syncWriter serialises writes, so that log and metric lines, each one

@@ -23,6 +23,7 @@ type target struct {
 	variant.Target
 	SHA256        string // the model's, which every variant checks
 	StartUnixNano int64  // when the parent started this process
+	NoRepack      bool   // llm.Options.NoRepack
 }
 
 // result is what a child prints, as one JSON line: each phase's end, from
@@ -86,11 +87,14 @@ func runChild(v string, t target) error {
 	w := &watch{size: t.Size}
 	// memload hashes each part as it lands (Options.SHA256), as the
 	// chatbot does with MODEL_SHA256; the peers' users hash the memfd
-	// after the download.
+	// after the download. Unsealed, as the chatbot's: llm.LoadFile then
+	// gives back the memfd's pages of the weights llama.cpp repacks, and
+	// the time that takes counts before the model is ready.
 	l, err := variant.Download(ctx, client, v, t.Target,
 		func(dst io.WriterAt) io.WriterAt { return counted{dst, w} },
 		func(o *s3load.Options) {
 			o.SHA256 = t.SHA256
+			o.NoSeal = true
 			o.Progress = func(done, total int64) { w.add(0, done) }
 		})
 	if err != nil {
@@ -112,12 +116,13 @@ func runChild(v string, t target) error {
 	res.Parts = l.Stats.Parts
 
 	var m *llm.Model
+	repack := func(o *llm.Options) { o.NoRepack = t.NoRepack }
 	if l.File != nil {
-		m, err = llm.LoadFile(ctx, l.File)
+		m, err = llm.LoadFile(ctx, l.File, repack)
 	} else {
 		// What a user of the SDK's downloaders does: hand llama.cpp the
 		// memfd's path.
-		m, err = llm.Load(ctx, fmt.Sprintf("/proc/self/fd/%d", l.Plain.Fd()))
+		m, err = llm.Load(ctx, fmt.Sprintf("/proc/self/fd/%d", l.Plain.Fd()), repack)
 	}
 	if err != nil {
 		return err

@@ -10,8 +10,12 @@
 // show medians, and each download as a share of the link's ceiling (the
 // shortest time the shaped link can deliver the object in). Before the
 // variants, each link's accuracy is measured with raw GETs, and printed.
+// "model ready - last byte" is how long the model trails the download:
+// what is left of the SHA-256 and llama.cpp's load, the chatbot's
+// ready_after_last_byte_ms. -norepack loads llama.cpp without repacking
+// the weights (llm.Options.NoRepack).
 //
-//	go run ./internal/benchcold [-shapes lambda-like,...] [-variants memload,...] [-rounds 3]
+//	go run ./internal/benchcold [-shapes lambda-like,...] [-variants memload,...] [-rounds 3] [-norepack]
 package main
 
 import (
@@ -65,6 +69,7 @@ func main() {
 	variants := flag.String("variants", defaultVariants, "comma-separated variants, memload first: it is the reference")
 	rounds := flag.Int("rounds", 3, "rounds of every variant on every link")
 	model := flag.String("model", "", "GGUF model (default: the generated 1.5B-shaped model in .cache/models)")
+	noRepack := flag.Bool("norepack", false, "load llama.cpp without repacking the weights (llm.Options.NoRepack)")
 	flag.Parse()
 	var links []testutil.Link
 	for _, name := range strings.Split(*shapes, ",") {
@@ -74,7 +79,7 @@ func main() {
 		}
 		links = append(links, l)
 	}
-	if err := run(links, strings.Split(*variants, ","), *rounds, *model); err != nil {
+	if err := run(links, strings.Split(*variants, ","), *rounds, *model, *noRepack); err != nil {
 		fail(err)
 	}
 }
@@ -84,7 +89,7 @@ func fail(err error) {
 	os.Exit(1)
 }
 
-func run(links []testutil.Link, variants []string, rounds int, path string) error {
+func run(links []testutil.Link, variants []string, rounds int, path string, noRepack bool) error {
 	ctx := context.Background()
 	if path == "" {
 		var err error
@@ -101,9 +106,14 @@ func run(links []testutil.Link, variants []string, rounds int, path string) erro
 	if err != nil {
 		return err
 	}
+	t.NoRepack = noRepack
+	repack := "on"
+	if noRepack {
+		repack = "off (-norepack)"
+	}
 
 	fmt.Printf("# Cold start on a shaped link, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
-	fmt.Printf("Machine: %s. llama.cpp: %s.\n", machine.Describe(), llm.SystemInfo())
+	fmt.Printf("Machine: %s. llama.cpp: %s; repacking %s.\n", machine.Describe(), llm.SystemInfo(), repack)
 	fmt.Printf("Model: %s, %d bytes (%.2f GB), uploaded in 8 MiB parts as `aws s3 cp` does. Rounds: %d, medians.\n",
 		filepath.Base(path), t.Size, float64(t.Size)/1e9, rounds)
 	fmt.Printf("Command: go run ./internal/benchcold %s\n", strings.Join(os.Args[1:], " "))
@@ -209,8 +219,8 @@ func runLink(ctx context.Context, m *testutil.MinIO, t target, l testutil.Link, 
 			samples[v] = append(samples[v], s)
 		}
 	}
-	fmt.Println("| variant | first write s | last byte s | of the ceiling | of the raw reader | link idle s | verified s | llama.cpp loaded s | first token s | GETs (slow) |")
-	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Println("| variant | first write s | last byte s | of the ceiling | of the raw reader | link idle s | verified s | llama.cpp loaded s | model ready - last byte s | first token s | GETs (slow) |")
+	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	use := map[string]float64{rawRow: ceiling.Seconds() / raw.Seconds()}
 	for _, v := range variants {
 		ss := samples[v]
@@ -220,16 +230,21 @@ func runLink(ctx context.Context, m *testutil.MinIO, t target, l testutil.Link, 
 		use[v] = variant.Median(ss, func(s sample) float64 {
 			return ceiling.Seconds() / (s.Phases["last byte"] - s.Phases["client"]).Seconds()
 		})
-		fmt.Printf("| %s | %.2f | %.2f | %.0f %% | %.0f %% | %.2f | %.2f | %.2f | %.2f | %.0f (%.0f) |\n", variant.Label(v),
+		fmt.Printf("| %s | %.2f | %.2f | %.0f %% | %.0f %% | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f (%.0f) |\n", variant.Label(v),
 			at("first write"), at("last byte"), 100*use[v], 100*use[v]*ceiling.Seconds()/raw.Seconds(),
 			variant.Median(ss, func(s sample) float64 { return s.shaped.Idle.Seconds() }),
-			at("verified"), at("llama.cpp loaded"), at("first token"),
+			at("verified"), at("llama.cpp loaded"),
+			variant.Median(ss, func(s sample) float64 { return (s.Phases["llama.cpp loaded"] - s.Phases["last byte"]).Seconds() }),
+			at("first token"),
 			variant.Median(ss, func(s sample) float64 { return float64(s.shaped.Requests) }),
 			variant.Median(ss, func(s sample) float64 { return float64(s.shaped.Slow) }))
 	}
 	fmt.Printf("\nof the ceiling = %.2f s / (last byte - client made); of the raw reader = %.2f s (its time, above) / the same.\n", ceiling.Seconds(), raw.Seconds())
 	fmt.Println("link idle: the time the link's sustained rate went unused between the first and the last byte, beyond")
-	fmt.Println("the 10 ms the shaper forgives, by the shaper's count. GETs counted by the shaper, HEADs included.")
+	fmt.Println("the 10 ms the shaper forgives, by the shaper's count. model ready - last byte: llama.cpp loaded less last")
+	fmt.Println("byte, each run's, so not the difference of the medians: how long the model trailed the download (what is")
+	fmt.Println("left of the SHA-256, llama.cpp's load), the chatbot's ready_after_last_byte_ms. GETs counted by the shaper,")
+	fmt.Println("HEADs included.")
 	return use, nil
 }
 
