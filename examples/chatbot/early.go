@@ -45,7 +45,8 @@ type earlyLoad struct {
 // loadEarly downloads the model at uri with dl into a memfd and loads it
 // into llama.cpp configured by llmOpts. With NoRepack set and NoMmap not,
 // llama.cpp's load starts as soon as the model's GGUF header is in place;
-// otherwise once the download is verified. Either way the model is
+// otherwise, or if the object changed and the download started over
+// (RestartOnChange), once the download is verified. Either way the model is
 // returned only after every byte is in place and verified, and if the
 // download fails, a model loaded early is closed unused. A cancelled ctx
 // ends the download at once, but waits for a llama.cpp load in progress,

@@ -81,7 +81,7 @@ func (h *onMessage) WithGroup(string) slog.Handler      { return h }
 
 // earlyDownload returns a Loader whose GETs go through a shaped link to m,
 // with every part but the first held until open is closed.
-func earlyDownload(m *testutil.MinIO, shaper *testutil.Shaper, open <-chan struct{}, sha string) (*s3load.Loader, *http.Client) {
+func earlyDownload(m *testutil.MinIO, shaper *testutil.Shaper, open <-chan struct{}, sha string, optFns ...func(*s3load.Options)) (*s3load.Loader, *http.Client) {
 	hc := &http.Client{
 		Transport:     holdRest{rt: http.DefaultTransport.(*http.Transport).Clone(), open: open},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -90,6 +90,9 @@ func earlyDownload(m *testutil.MinIO, shaper *testutil.Shaper, open <-chan struc
 	return s3load.New(client, func(o *s3load.Options) {
 		o.PartSize, o.Concurrency, o.SHA256 = earlyPart, 4, sha
 		o.StallTimeout = 30 * time.Second // a held part is not a stalled one
+		for _, fn := range optFns {
+			fn(o)
+		}
 	}), hc
 }
 
@@ -268,5 +271,76 @@ func TestEarlyLoadNeverUsed(t *testing.T) {
 			shaper.Close() // and its connections, in this process too
 			testutil.CheckFDs(t, fds, hc.CloseIdleConnections)
 		})
+	}
+}
+
+// TestEarlyLoadRestart checks that a model replaced in S3 after llama.cpp
+// loaded the first version early is loaded again, from the new version,
+// when the download starts over (RestartOnChange).
+func TestEarlyLoadRestart(t *testing.T) {
+	ctx := context.Background()
+	first, err := os.ReadFile(tinyModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The second version has every weight negated (the tiny model's are
+	// all float32): the same size and header, other answers.
+	hs, err := llm.HeaderSize(bytes.NewReader(first), int64(len(first)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := bytes.Clone(first)
+	for i := hs + 3; i < int64(len(second)); i += 4 {
+		second[i] ^= 0x80
+	}
+	path := filepath.Join(t.TempDir(), "second.gguf")
+	if err := os.WriteFile(path, second, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	quiet := slog.New(slog.DiscardHandler)
+	ref, err := llm.Load(ctx, path, earlyOptions(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := greedyAnswer(t, ref)
+	ref.Close()
+	old, err := llm.Load(ctx, tinyModel, earlyOptions(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := greedyAnswer(t, old); got == want {
+		t.Fatalf("both versions answer %q", got)
+	}
+	old.Close()
+
+	m := testutil.NewMinIO(t)
+	createBucket(t, m, "models")
+	if err := m.Put(ctx, "models", "replaced.gguf", first); err != nil {
+		t.Fatal(err)
+	}
+	open := make(chan struct{})
+	var putErr error
+	logger := slog.New(&onMessage{msg: "llm: loaded", fn: func() {
+		// The parts not yet asked for will find another ETag.
+		putErr = m.Put(ctx, "models", "replaced.gguf", second)
+		close(open)
+	}})
+	shaper := testutil.NewShaper(t, m.Endpoint, testutil.Link{PerConn: 2e6, FirstByte: 10 * time.Millisecond})
+	dl, hc := earlyDownload(m, shaper, open, "", func(o *s3load.Options) { o.RestartOnChange = true })
+	defer hc.CloseIdleConnections()
+	em, res, err := loadEarly(ctx, dl, "s3://models/replaced.gguf", earlyOptions(logger))
+	if putErr != nil {
+		t.Fatal(putErr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer em.Close()
+	if !res.Stats.Restarted || res.Early || res.LlamaStart.Before(res.Verified) {
+		t.Errorf("restarted %v, early %v, llama.cpp's load from %v, verified %v: want a load after the restarted download",
+			res.Stats.Restarted, res.Early, res.LlamaStart, res.Verified)
+	}
+	if got := greedyAnswer(t, em); got != want {
+		t.Errorf("after the object was replaced the model answers\n%q\nthe new version answers\n%q", got, want)
 	}
 }
