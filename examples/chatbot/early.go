@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,7 +36,7 @@ import (
 // earlyLoad is what loadEarly did, for the cold-start breakdown.
 type earlyLoad struct {
 	Stats      s3load.Stats // the download's
-	Early      bool         // llama.cpp's load started before the download ended
+	Early      bool         // llama.cpp loaded the file as it downloaded, not after
 	LastByte   time.Time    // the whole object was in place
 	Verified   time.Time    // the download ended, its bytes verified
 	LlamaStart time.Time    // llama.cpp's load started
@@ -81,7 +82,7 @@ func loadEarly(ctx context.Context, dl *s3load.Loader, uri string, llmOpts ...fu
 			m.Close()
 		}
 		res.LlamaStart = time.Now()
-		m, lerr = llm.LoadFile(ctx, f, append(llmOpts, func(o *llm.Options) { o.CloseFile = true })...)
+		m, lerr = llm.LoadFile(ctx, f, append(slices.Clip(llmOpts), func(o *llm.Options) { o.CloseFile = true })...)
 		res.LlamaEnd = time.Now()
 		return m, res, lerr
 	}
