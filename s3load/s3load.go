@@ -78,6 +78,17 @@ type Options struct {
 	// Progress, if set, is called after each write with the bytes loaded
 	// so far and the object size. Calls are serialised.
 	Progress func(done, total int64)
+	// OnPrefix, if set, is called each time the run of bytes in place from
+	// the start of the object grows: bytes [0, n) of w, the destination,
+	// are written. A consumer can start on the head of the object while
+	// the rest arrives (llama.cpp on a model's header); nothing is
+	// verified until the load returns. Calls come in order, n growing to
+	// the object's size, never two at once, from the goroutine that
+	// finished a part, with the load's record of parts locked: return
+	// quickly and leave longer work to another goroutine. A load that
+	// starts over (RestartOnChange) calls it again from the start, with
+	// its new destination. An empty object gets no call.
+	OnPrefix func(w io.WriterAt, n int64)
 	// MaxAttempts bounds the tries of each part, the first included
 	// (default DefaultMaxAttempts). A part whose body breaks is resumed
 	// from the last byte written. Request-level errors are first retried
@@ -327,7 +338,7 @@ func (d *download) run(ctx context.Context, open func(Object, int64) (io.WriterA
 	}
 
 	parts := numParts(d.size, o.PartSize)
-	d.order = newInOrder(d.crc)
+	d.order = newInOrder(d.crc, d.onPrefix(parts))
 	d.startSHA256(ctx, &wg, parts)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(o.Concurrency)

@@ -159,6 +159,7 @@ func (d *download) verify(ctx context.Context) (string, error) {
 type inOrder struct {
 	spec  *crcSpec // nil: no CRC to combine
 	moved chan struct{}
+	grown func(next int64) // called with mu held when next grows, or nil
 
 	mu    sync.Mutex
 	next  int64             // parts 0..next-1 are in place
@@ -166,8 +167,8 @@ type inOrder struct {
 	ahead map[int64]partSum // parts in place after the first missing one
 }
 
-func newInOrder(spec *crcSpec) *inOrder {
-	return &inOrder{spec: spec, moved: make(chan struct{}, 1), ahead: map[int64]partSum{}}
+func newInOrder(spec *crcSpec, grown func(next int64)) *inOrder {
+	return &inOrder{spec: spec, moved: make(chan struct{}, 1), grown: grown, ahead: map[int64]partSum{}}
 }
 
 // done records that part i is in place, with the CRC of its bytes.
@@ -188,12 +189,30 @@ func (q *inOrder) done(i int64, s partSum) {
 		q.next++
 		moved = true
 	}
+	if moved && q.grown != nil {
+		q.grown(q.next)
+	}
 	q.mu.Unlock()
 	if moved {
 		select {
 		case q.moved <- struct{}{}:
 		default:
 		}
+	}
+}
+
+// onPrefix returns what tells Options.OnPrefix of the parts in place from
+// the first, of parts in all, or nil.
+func (d *download) onPrefix(parts int64) func(next int64) {
+	if d.opts.OnPrefix == nil {
+		return nil
+	}
+	return func(next int64) {
+		n := d.size
+		if next < parts {
+			n = next * d.opts.PartSize // < d.size: no overflow
+		}
+		d.opts.OnPrefix(d.w, n)
 	}
 }
 
