@@ -547,14 +547,16 @@ func TestLoadFromMinIO(t *testing.T) {
 	size := fi.Size()
 
 	for _, tc := range []struct {
-		name, sha string
-		ok        bool
+		name, sha, repack string
+		ok                bool
 	}{
-		{"verified", env["MODEL_SHA256"], true},
-		{"wrong sha256", strings.Repeat("ab", 32), false},
+		{"verified", env["MODEL_SHA256"], "", true},
+		{"verified, loaded while downloading", env["MODEL_SHA256"], "false", true},
+		{"wrong sha256", strings.Repeat("ab", 32), "", false},
+		{"wrong sha256, loaded while downloading", strings.Repeat("ab", 32), "false", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ts := newTestServer(t, testConfig(t, map[string]string{"MODEL_URI": env["MODEL_URI"], "MODEL_SHA256": tc.sha}))
+			ts := newTestServer(t, testConfig(t, map[string]string{"MODEL_URI": env["MODEL_URI"], "MODEL_SHA256": tc.sha, "REPACK": tc.repack}))
 			<-ts.load.done
 			resp, err := http.Get(ts.url + "/healthz")
 			if err != nil {
@@ -571,6 +573,9 @@ func TestLoadFromMinIO(t *testing.T) {
 			}
 			if resp.StatusCode != http.StatusOK || h.Model != "tiny.gguf" || c.Bytes != size || !strings.Contains(c.Verified, "SHA-256") || h.Loaded != c.Bytes {
 				t.Fatalf("healthz %s %+v %+v", resp.Status, h, c)
+			}
+			if c.Repack != (tc.repack == "") || c.Early != (tc.repack == "false") {
+				t.Errorf("REPACK=%q: cold start says repack %v, early load %v", tc.repack, c.Repack, c.Early)
 			}
 			checkLinkAndTrail(t, c, size)
 			recs := ts.logs.find("cold start")
@@ -627,11 +632,16 @@ func checkLinkAndTrail(t *testing.T, c *coldStart, size int64) {
 		t.Errorf("link %v MiB/s, want %v to %v (%d bytes in %v s), at least the download's %v", c.LinkMiBPerSec, lo, hi, size, flow, c.MiBPerSec)
 	}
 	// The model is ready after the verification and the llama.cpp load
-	// that follow the last byte, and before the cold start less the
-	// download and everything before it.
-	if r := c.ReadyAfterLastByte; r <= 0 || r < c.VerifyMS+c.LlamaMS-3*tick || r > c.TotalMS-c.ProcessMS-c.ConfigMS-c.DownloadMS+5*tick {
-		t.Errorf("ready %v ms after the last byte, want verify %v + llama.cpp %v ms at least, total %v - process %v - config %v - download %v ms at most",
-			r, c.VerifyMS, c.LlamaMS, c.TotalMS, c.ProcessMS, c.ConfigMS, c.DownloadMS)
+	// that follow the last byte (a load during the download: after the
+	// verification), and before the cold start less the download and
+	// everything before it.
+	after := c.VerifyMS + c.LlamaMS
+	if c.Early {
+		after = c.VerifyMS
+	}
+	if r := c.ReadyAfterLastByte; r <= 0 || r < after-3*tick || r > c.TotalMS-c.ProcessMS-c.ConfigMS-c.DownloadMS+5*tick {
+		t.Errorf("ready %v ms after the last byte, want verify %v (+ llama.cpp %v ms unless early: %v) at least, total %v - process %v - config %v - download %v ms at most",
+			r, c.VerifyMS, c.LlamaMS, c.Early, c.TotalMS, c.ProcessMS, c.ConfigMS, c.DownloadMS)
 	}
 }
 

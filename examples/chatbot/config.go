@@ -17,6 +17,12 @@ type config struct {
 	Threads     int    // THREADS: llama.cpp threads; 0: the vCPUs the function has
 	ContextSize int    // CONTEXT_SIZE: tokens, prompt and answer together
 	Template    string // CHAT_TEMPLATE: override the model's chat template family
+	// REPACK: "true" (the default): llama.cpp copies the weights its CPU
+	// kernels prefer into their layout as it loads, for prompts 1.5-3.5x
+	// as fast, and its load waits for the last byte. "false": it maps the
+	// weights as they are, and its load runs while the model downloads
+	// (ready about 0.1 s after the last byte instead of 1-6 s).
+	Repack bool
 
 	MaxTokens      int   // MAX_TOKENS: the cap on max_tokens, and its default
 	MaxBodyBytes   int64 // MAX_BODY_BYTES: request bodies larger than this get 413
@@ -72,6 +78,7 @@ func configFromEnv(getenv func(string) string) (config, error) {
 		ModelName:      getenv("MODEL_NAME"),
 		Template:       getenv("CHAT_TEMPLATE"),
 		ContextSize:    4096,
+		Repack:         true,
 		MaxTokens:      1024,
 		MaxBodyBytes:   1 << 20,
 		MaxPromptBytes: 64 << 10,
@@ -141,6 +148,14 @@ func configFromEnv(getenv func(string) string) (config, error) {
 			}
 			*v.p = d
 		}
+	}
+
+	if s := getenv("REPACK"); s != "" {
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return c, fmt.Errorf("REPACK=%q: want true (faster prompts, the load after the download) or false (the load during the download)", s)
+		}
+		c.Repack = b
 	}
 
 	switch c.AuthType {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -30,5 +31,26 @@ func TestInitWait(t *testing.T) {
 				t.Errorf("InitWait = %v, want %v", cfg.InitWait, tc.want)
 			}
 		})
+	}
+}
+
+// REPACK chooses between faster prompts (repacked weights, the default)
+// and a load during the download; anything but a boolean is refused.
+func TestRepackSetting(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  bool
+		err   bool
+	}{{"", true, false}, {"true", true, false}, {"false", false, false}, {"0", false, false}, {"off", false, true}} {
+		env := map[string]string{"MODEL_URI": "m.gguf", "REPACK": tc.value}
+		cfg, err := configFromEnv(func(k string) string { return env[k] })
+		switch {
+		case tc.err && (err == nil || !strings.Contains(err.Error(), "REPACK=")):
+			t.Errorf("REPACK=%q: error %v, want one naming REPACK", tc.value, err)
+		case !tc.err && err != nil:
+			t.Errorf("REPACK=%q: %v", tc.value, err)
+		case !tc.err && cfg.Repack != tc.want:
+			t.Errorf("REPACK=%q: Repack %v, want %v", tc.value, cfg.Repack, tc.want)
+		}
 	}
 }

@@ -42,6 +42,8 @@ type coldStart struct {
 	Threads    int     `json:"threads"`            // llama.cpp threads
 	Context    int     `json:"context_size"`       // context window asked for
 	Mmap       bool    `json:"mmap"`               // llama.cpp maps the memfd: one copy of the weights
+	Repack     bool    `json:"repack"`             // llama.cpp repacked the weights (REPACK)
+	Early      bool    `json:"early_load"`         // llama.cpp loaded while the model downloaded
 	Error      string  `json:"error,omitempty"`    // why the load failed
 
 	// Of a load from S3: the rate the link reached once the bytes flowed,
@@ -187,7 +189,7 @@ func (l *loader) close() {
 
 func (l *loader) load(ctx context.Context, cfg config, logger, llmLog *slog.Logger) (*llm.Model, coldStart, error) {
 	start := time.Now()
-	c := coldStart{Source: cfg.ModelURI, ProcessMS: ms(start.Sub(processStart)), Threads: cfg.Threads, Context: cfg.ContextSize, Mmap: true}
+	c := coldStart{Source: cfg.ModelURI, ProcessMS: ms(start.Sub(processStart)), Threads: cfg.Threads, Context: cfg.ContextSize, Mmap: true, Repack: cfg.Repack}
 	llmOpts := func(o *llm.Options) {
 		if cfg.Threads > 0 {
 			o.Threads = cfg.Threads
@@ -195,6 +197,7 @@ func (l *loader) load(ctx context.Context, cfg config, logger, llmLog *slog.Logg
 		c.Threads = o.Threads
 		o.ContextSize = cfg.ContextSize
 		o.Template = cfg.Template
+		o.NoRepack = !cfg.Repack
 		o.CloseFile = true
 		o.Logger = llmLog
 	}
@@ -253,11 +256,11 @@ func (l *loader) load(ctx context.Context, cfg config, logger, llmLog *slog.Logg
 			}
 		}
 	})
+	// Without repacking, llama.cpp's load runs while the model downloads
+	// (early.go); with it, after.
 	dlStart := time.Now()
-	f, st, err := loader.Load(ctx, cfg.ModelURI)
-	if err != nil {
-		return nil, c, err
-	}
+	m, e, err := loadEarly(ctx, loader, cfg.ModelURI, llmOpts)
+	st := e.Stats
 	// s3load's clock starts a moment after dlStart, so lastByte is placed
 	// that moment early: ReadyAfterLastByte errs long, never short.
 	lastByte = dlStart.Add(st.LastByte)
@@ -270,14 +273,15 @@ func (l *loader) load(ctx context.Context, cfg config, logger, llmLog *slog.Logg
 	if flow := st.LastByte - st.FirstByte; flow > 0 {
 		c.LinkMiBPerSec = float64(st.Size) / (1 << 20) / flow.Seconds()
 	}
-
-	l.setPhase("llama.cpp")
-	t := time.Now()
-	m, err := llm.LoadFile(ctx, f, llmOpts)
 	if err != nil {
 		return nil, c, err
 	}
-	return finish(m, t)
+	c.Early = e.Early
+	c.LlamaMS = ms(e.LlamaEnd.Sub(e.LlamaStart))
+	c.TotalMS = ms(time.Since(processStart))
+	c.ReadyAfterLastByte = ms(time.Since(lastByte))
+	c.Template = m.Template()
+	return m, c, nil
 }
 
 // llamaHeadroom estimates the memory llama.cpp allocates besides the mapped

@@ -204,7 +204,7 @@ func checkTemplate(tmpl []byte) []string {
 		env = fn.Environment.Variables
 	}
 	for k, v := range map[string]string{
-		"MODEL_URI": "s3://models/r1-1.5b.gguf", "MODEL_SHA256": "", "CONTEXT_SIZE": "4096", "MAX_TOKENS": "1024",
+		"MODEL_URI": "s3://models/r1-1.5b.gguf", "MODEL_SHA256": "", "CONTEXT_SIZE": "4096", "REPACK": "true", "MAX_TOKENS": "1024",
 		"AUTH_TYPE": "AWS_IAM", "API_KEY_PARAMETER": "", "API_KEY_SECRET": "", "CORS_ALLOW_ORIGINS": "",
 	} {
 		if got, ok := env[k]; !ok || got != v {
@@ -222,7 +222,7 @@ func checkTemplate(tmpl []byte) []string {
 		{"Architecture", "String", []any{"x86_64", "arm64"}}, {"MemorySize", "Number", nil}, {"Timeout", "Number", nil},
 		{"ContextSize", "Number", nil}, {"MaxTokens", "Number", nil}, {"AuthType", "String", []any{"AWS_IAM", "NONE"}},
 		{"ApiKeyParameter", "String", nil}, {"ApiKeySecret", "String", nil}, {"CorsOrigins", "String", nil},
-		{"ProvisionedConcurrency", "Number", nil},
+		{"ProvisionedConcurrency", "Number", nil}, {"Repack", "String", []any{"true", "false"}},
 	} {
 		p, ok := ps[c.name]
 		if !ok {
