@@ -2,9 +2,7 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"maps"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -78,26 +76,10 @@ func TestGraviton(t *testing.T) {
 	fenv := maps.Clone(env)
 	fenv["LAMBDA_TASK_ROOT"] = task
 	fenv["LD_LIBRARY_PATH"] = "/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:" + task + ":" + task + "/lib:/opt/lib"
-	f, err := lambdart.Start(graviton(t, task), func(o *lambdart.Options) {
+	f := startFunction(t, graviton(t, task), func(o *lambdart.Options) {
 		o.Env, o.MemoryMB, o.Timeout, o.Provisioned = fenv, 2048, 10*time.Minute, true
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		f.Close()
-		if t.Failed() {
-			t.Logf("function output:\n%s", f.Output())
-		}
-	})
-
-	resp, err := http.Get(f.URL() + "healthz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := decode[healthAnswer](t, resp.Body)
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	h := health(t, f)
 	if h.Status != "ready" || h.ColdStart == nil || !h.ColdStart.LoadedInit || !strings.Contains(h.ColdStart.Verified, "SHA-256") {
 		t.Fatalf("healthz %+v, cold start %+v: want a verified load within init", h, h.ColdStart)
 	}

@@ -89,28 +89,13 @@ func TestLambdaStreaming(t *testing.T) {
 	bin := bootstrap(t)
 	env := minioModel(t)
 	env["MAX_TOKENS"] = "400"
-	f, err := lambdart.Start(bin, func(o *lambdart.Options) {
+	f := startFunction(t, bin, func(o *lambdart.Options) {
 		o.Env, o.MemoryMB, o.Timeout = env, 2048, 2*time.Minute
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		f.Close()
-		if t.Failed() {
-			t.Logf("function output:\n%s", f.Output())
-		}
 	})
 
 	// The cold start: on demand, the first request starts the function;
 	// the model loads within the init phase.
-	resp, err := http.Get(f.URL() + "healthz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := decode[healthAnswer](t, resp.Body)
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	h := health(t, f)
 	if h.Status != "ready" || h.ColdStart == nil || !h.ColdStart.LoadedInit {
 		t.Fatalf("healthz %+v", h)
 	}
@@ -157,4 +142,35 @@ func TestLambdaStreaming(t *testing.T) {
 	if local != text || *localLast.Choices[0].FinishReason != *last.Choices[0].FinishReason || localLast.Timings.PredictedN != last.Timings.PredictedN {
 		t.Errorf("under lambdart %q (%s)\nlocally       %q (%s)", text, *last.Choices[0].FinishReason, local, *localLast.Choices[0].FinishReason)
 	}
+}
+
+// startFunction runs bootstrap under lambdart, which stands in for
+// Lambda's runtime (the emulator does not stream); the function's output
+// is logged if the test fails.
+func startFunction(t *testing.T, bootstrap string, optFns ...func(*lambdart.Options)) *lambdart.Function {
+	t.Helper()
+	f, err := lambdart.Start(bootstrap, optFns...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		f.Close()
+		if t.Failed() {
+			t.Logf("function output:\n%s", f.Output())
+		}
+	})
+	return f
+}
+
+// health asks the function's /healthz, which starts it if need be.
+func health(t *testing.T, f *lambdart.Function) healthAnswer {
+	t.Helper()
+	resp, err := http.Get(f.URL() + "healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	h := decode[healthAnswer](t, resp.Body)
+	io.Copy(io.Discard, resp.Body)
+	return h
 }
