@@ -118,6 +118,14 @@ func (d *download) try(ctx context.Context, p *part, sum *partSum, next, end int
 		if p, err = d.get(rctx, next, end, attempt); err != nil {
 			return 0, d.explain(w, err, next, end, attempt)
 		}
+		// The body waits in the connection's buffers while the
+		// destination is being opened (see run).
+		select {
+		case <-d.opened:
+		case <-ctx.Done():
+			p.body.Close()
+			return 0, ctx.Err()
+		}
 		w.restart() // the window for the body starts with it
 	} else {
 		defer p.cancel(nil)

@@ -331,24 +331,48 @@ func (d *download) run(ctx context.Context, open func(Object, int64) (io.WriterA
 		first.close()
 		return stats, d.fail(ctx, err)
 	}
-	d.w, err = open(d.obj, d.size)
-	if err != nil {
-		first.close()
-		return stats, d.fail(ctx, &Error{Object: d.obj, Op: "create", End: -1, Attempt: 1, Err: err, kind: ErrDestination})
-	}
-
+	// Opening the destination reserves its memory (a memfd: fallocate of
+	// the whole size, a fraction of a second for a gigabyte). The other
+	// parts are requested meanwhile, and their bodies wait in the
+	// connections' buffers until it is open (try), so that the link is
+	// not idle while the memory is reserved.
 	parts := numParts(d.size, o.PartSize)
 	d.order = newInOrder(d.crc, d.onPrefix(parts))
-	d.startSHA256(ctx, &wg, parts)
-	g, gctx := errgroup.WithContext(ctx)
+	d.opened = make(chan struct{})
+	pctx, pcancel := context.WithCancel(ctx)
+	defer pcancel()
+	g, gctx := errgroup.WithContext(pctx)
 	g.SetLimit(o.Concurrency)
+	opening := make(chan error, 1)
+	go func() {
+		var err error
+		d.w, err = open(d.obj, d.size)
+		if err == nil {
+			close(d.opened)
+		}
+		opening <- err
+	}()
 	if parts > 0 {
 		stats.Parts = 1
+	}
+	for i := int64(1); i < min(parts, int64(o.Concurrency)) && gctx.Err() == nil; i++ {
+		stats.Parts++
+		off := i * o.PartSize // < d.size: no overflow
+		g.Go(func() error { return d.fetch(gctx, i, &part{start: off, end: off + min(o.PartSize, d.size-off) - 1}) })
+	}
+	if err = <-opening; err != nil {
+		first.close()
+		pcancel()
+		g.Wait()
+		return stats, d.fail(ctx, &Error{Object: d.obj, Op: "create", End: -1, Attempt: 1, Err: err, kind: ErrDestination})
+	}
+	d.startSHA256(ctx, &wg, parts)
+	if parts > 0 {
 		g.Go(func() error { return d.fetch(gctx, 0, first) })
 	} else {
 		first.close()
 	}
-	for i := int64(1); i < parts && gctx.Err() == nil; i++ {
+	for i := max(int64(o.Concurrency), 1); i < parts && gctx.Err() == nil; i++ {
 		stats.Parts++
 		off := i * o.PartSize // < d.size: no overflow
 		g.Go(func() error { return d.fetch(gctx, i, &part{start: off, end: off + min(o.PartSize, d.size-off) - 1}) })
@@ -396,6 +420,7 @@ type download struct {
 	etag      string
 	versionID string
 	w         io.WriterAt
+	opened    chan struct{}  // closed once w is open
 	crc       *crcSpec       // the full-object checksum to verify, or nil
 	crcWant   uint64         // its value, from HeadObject
 	order     *inOrder       // the parts in place, and their CRC
