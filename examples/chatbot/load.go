@@ -114,7 +114,8 @@ func startLoad(ctx context.Context, cfg config, logger *slog.Logger, met *metric
 			"process_ms", c.ProcessMS, "config_ms", c.ConfigMS, "download_ms", c.DownloadMS,
 			"verify_ms", c.VerifyMS, "llama_load_ms", c.LlamaMS, "total_ms", c.TotalMS,
 			"download_mib_s", c.MiBPerSec, "link_mib_s", c.LinkMiBPerSec, "ready_after_last_byte_ms", c.ReadyAfterLastByte,
-			"retries", c.Retries, "attempts", c.Attempts, "threads", c.Threads, "template", c.Template)
+			"retries", c.Retries, "attempts", c.Attempts, "threads", c.Threads, "template", c.Template,
+			"repack", c.Repack, "early_load", c.Early)
 		met.put(coldStartMetrics(c), map[string]any{"Event": "cold_start", "Template": c.Template, "Source": cfg.ModelURI})
 	}()
 	return l
