@@ -51,6 +51,10 @@ type Options struct {
 
 	// ContextSize is the context window in tokens, prompt and answer
 	// together. Default: 4096, or the model's training context if smaller.
+	// llama.cpp allocates its KV cache for the whole window (112 MiB at
+	// 4096 tokens for a 1.5B model) and zeroes it; the zeroed pages are
+	// given back after the load, so the cache holds memory only as
+	// conversations fill it, up to that size.
 	ContextSize int
 
 	// BatchSize is the number of prompt tokens evaluated per llama.cpp call.
