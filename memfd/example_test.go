@@ -79,3 +79,19 @@ func ExampleFile_PunchHole() {
 	// [7 0 7]
 	// punch hole memfd:weights: memfd: file is sealed
 }
+
+// A sparse file takes its memory as it is written; Reserve takes a range
+// of it now, here behind the writes, as s3load does while it downloads.
+func ExampleFile_Reserve() {
+	f, err := memfd.New("model.gguf", 64<<20, func(o *memfd.Options) { o.NoReserve = true })
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer f.Close()
+	done := make(chan error)
+	go func() { done <- f.Reserve(32<<20, 32<<20) }() // the second half
+	f.WriteAt(bytes.Repeat([]byte{1}, 1<<20), 0)      // the first bytes, at once
+	fmt.Println(<-done)
+	// Output:
+	// <nil>
+}

@@ -117,6 +117,31 @@ func (f *File) PunchHole(off, n int64) error {
 	return nil
 }
 
+// Reserve takes the memory of the n bytes at off now (fallocate), so
+// that writing them later allocates nothing; [New] reserves the whole
+// file unless Options.NoReserve. A range already written or reserved
+// costs nothing. It may run while other goroutines write the file, and on
+// a sealed file (no byte changes). A reservation the memory cannot hold
+// fails with an error matching [ErrInsufficientMemory].
+func (f *File) Reserve(off, n int64) error {
+	if off < 0 || n < 0 || off+n > f.size {
+		return fmt.Errorf("memfd: reserve %d bytes at %d of %s: outside its %d bytes", n, off, f.describe(), f.size)
+	}
+	if n == 0 {
+		return nil
+	}
+	if err := unix.Fallocate(int(f.f.Fd()), 0, off, n); err != nil {
+		switch {
+		case errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.ENOSPC):
+			merr := memoryError(f.name, n)
+			merr.Err = fmt.Errorf("fallocate: %w", err)
+			return merr
+		}
+		return fmt.Errorf("memfd: reserve %d bytes at %d of %s: %w", n, off, f.describe(), err)
+	}
+	return nil
+}
+
 // Map returns a read-only shared mapping of the whole file, for zero-copy
 // readers such as hashes and parsers. Every call returns the same mapping;
 // it is unmapped by Close, after which touching it faults.

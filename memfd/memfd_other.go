@@ -15,6 +15,9 @@ func (f *File) Seal() error { return ErrUnsupported }
 // PunchHole returns [ErrUnsupported].
 func (f *File) PunchHole(off, n int64) error { return ErrUnsupported }
 
+// Reserve returns [ErrUnsupported].
+func (f *File) Reserve(off, n int64) error { return ErrUnsupported }
+
 // Map returns [ErrUnsupported].
 func (f *File) Map() ([]byte, error) { return nil, ErrUnsupported }
 

@@ -80,8 +80,29 @@ func TestReserve(t *testing.T) {
 	if got := blocks(newFile(t, size)); got < size {
 		t.Errorf("reserved file holds %d bytes of pages, want %d", got, size)
 	}
-	if got := blocks(newFile(t, size, func(o *memfd.Options) { o.NoReserve = true })); got != 0 {
+	sparse := newFile(t, size, func(o *memfd.Options) { o.NoReserve = true })
+	if got := blocks(sparse); got != 0 {
 		t.Errorf("NoReserve file holds %d bytes of pages, want 0 (sparse)", got)
+	}
+
+	// Reserve takes a range later, as s3load does behind its writes.
+	if err := sparse.Reserve(size/2, size/2); err != nil {
+		t.Fatal(err)
+	}
+	if got := blocks(sparse); got != size/2 {
+		t.Errorf("after reserving half, the file holds %d bytes of pages, want %d", got, size/2)
+	}
+	for _, r := range [][2]int64{{-1, 1}, {0, size + 1}, {size, 1}, {1, -1}} {
+		if err := sparse.Reserve(r[0], r[1]); err == nil || !strings.Contains(err.Error(), "outside") {
+			t.Errorf("Reserve(%d, %d): %v, want an error saying the range is outside the file", r[0], r[1], err)
+		}
+	}
+	// Reserving changes no byte: a sealed file allows it.
+	if err := sparse.Seal(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sparse.Reserve(0, size/2); err != nil || blocks(sparse) != size {
+		t.Errorf("Reserve on a sealed file: %v, %d bytes of pages; want nil, %d", err, blocks(sparse), size)
 	}
 }
 

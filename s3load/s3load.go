@@ -126,7 +126,10 @@ type Options struct {
 	// over once, with the new version, instead of failing with
 	// ErrObjectChanged.
 	RestartOnChange bool
-	// MemfdOptions are passed to memfd.New by Load.
+	// MemfdOptions are passed to memfd.New by Load. Load reserves the
+	// file's memory in the background while the parts are written rather
+	// than in memfd.New, so that the first bytes are written at once;
+	// memfd.Options.NoReserve turns the reservation off.
 	MemfdOptions []func(*memfd.Options)
 	// NoSeal makes Load leave the verified file unsealed, for a consumer
 	// that changes it before it is sealed: llm.LoadFile gives back the
@@ -204,15 +207,25 @@ func (s Stats) String() string {
 // ctx ends first, the error is ctx's.
 func (l *Loader) Load(ctx context.Context, uri string, optFns ...func(*Options)) (*memfd.File, Stats, error) {
 	var f *memfd.File
+	var res *reserver
 	o := l.optionsFor(optFns)
+	var mo memfd.Options
+	for _, fn := range o.MemfdOptions {
+		fn(&mo)
+	}
 	stats, err := l.load(ctx, uri, o, func(obj Object, size int64) (io.WriterAt, error) {
 		if f != nil { // a restart: the object changed
+			res.stop()
 			f.Close()
 		}
 		var err error
-		f, err = memfd.New(path.Base(obj.Key), size, o.MemfdOptions...)
+		f, err = memfd.New(path.Base(obj.Key), size, append(o.MemfdOptions, func(m *memfd.Options) { m.NoReserve = true })...)
+		if err == nil && !mo.NoReserve {
+			res = reserveBehind(f, o.Logger)
+		}
 		return f, err
 	})
+	res.stop()
 	if err == nil && !o.NoSeal {
 		if serr := f.Seal(); serr != nil {
 			err = &Error{Object: stats.Object, Op: "create", End: -1, Attempt: 1, Err: serr, kind: ErrDestination}
@@ -225,6 +238,55 @@ func (l *Loader) Load(ctx context.Context, uri string, optFns ...func(*Options))
 		return nil, stats, err
 	}
 	return f, stats, nil
+}
+
+// reserver reserves a memfd's memory in the background, from its end
+// down, while the parts are written from its start. Reserving the whole
+// file first (memfd.New) takes about half a second per GiB on a small
+// machine, before the first byte can be written: longer than the
+// connections' buffers hold on a fast link. Pages a write has allocated
+// cost the reservation nothing, and once the download is done nothing is
+// left to reserve.
+type reserver struct {
+	quit chan struct{}
+	done chan struct{}
+}
+
+func reserveBehind(f *memfd.File, log *slog.Logger) *reserver {
+	r := &reserver{quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		const step = 64 << 20
+		for end := f.Size(); end > 0; end -= step {
+			select {
+			case <-r.quit:
+				return
+			default:
+			}
+			start := max(end-step, 0)
+			if err := f.Reserve(start, end-start); err != nil {
+				// The writes allocate what is left; a shortage shows
+				// in them.
+				log.Debug("s3load: reserving the memfd in the background", "err", err)
+				return
+			}
+		}
+	}()
+	return r
+}
+
+// stop ends the reservation and waits for it, so that the file may be
+// closed. A nil reserver has nothing to stop.
+func (r *reserver) stop() {
+	if r == nil {
+		return
+	}
+	select {
+	case <-r.quit:
+	default:
+		close(r.quit)
+	}
+	<-r.done
 }
 
 // LoadTo downloads the object at uri (s3://bucket/key) into w, at the same
