@@ -13,7 +13,8 @@
 // "model ready - last byte" is how long the model trails the download:
 // what is left of the SHA-256 and llama.cpp's load, the chatbot's
 // ready_after_last_byte_ms. -norepack loads llama.cpp without repacking
-// the weights (llm.Options.NoRepack).
+// the weights (llm.Options.NoRepack), still after the download: the
+// chatbot's REPACK=false also starts the load during it (early.go).
 //
 //	go run ./internal/benchcold [-shapes lambda-like,...] [-variants memload,...] [-rounds 3] [-norepack]
 package main
