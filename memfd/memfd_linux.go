@@ -60,18 +60,10 @@ func (f *File) allocate(o *Options) error {
 	if err := unix.Ftruncate(fd, f.size); err != nil {
 		return fmt.Errorf("memfd: ftruncate %s to %d bytes: %w", f.describe(), f.size, err)
 	}
-	if o.NoReserve || f.size == 0 {
+	if o.NoReserve {
 		return nil
 	}
-	if err := unix.Fallocate(fd, 0, 0, f.size); err != nil {
-		if errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.ENOSPC) {
-			merr := memoryError(f.name, f.size)
-			merr.Err = fmt.Errorf("fallocate: %w", err)
-			return merr
-		}
-		return fmt.Errorf("memfd: fallocate %s (%d bytes): %w", f.describe(), f.size, err)
-	}
-	return nil
+	return f.Reserve(0, f.size)
 }
 
 // Seal makes the file immutable: it adds F_SEAL_WRITE, F_SEAL_GROW,

@@ -1,6 +1,10 @@
 package testutil
 
-import "sync"
+import (
+	"net/http"
+	"sync"
+	"time"
+)
 
 // handlerGroup counts the handlers a test server is running, so that its
 // Close can wait for them. A bare sync.WaitGroup cannot do this: net/http
@@ -38,4 +42,18 @@ func (g *handlerGroup) close(stop func()) bool {
 	}
 	g.wg.Wait()
 	return first
+}
+
+// waitFor waits d for a test server's handler, and reports false if the
+// client (r's context) or the server (stop) went away meanwhile.
+func waitFor(r *http.Request, stop <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-r.Context().Done():
+	case <-stop:
+	}
+	return false
 }

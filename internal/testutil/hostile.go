@@ -242,15 +242,7 @@ func (s *HostileS3) wait(r *http.Request, d time.Duration) bool {
 	if d <= 0 {
 		return true
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-r.Context().Done():
-	case <-s.stop:
-	}
-	return false
+	return waitFor(r, s.stop, d)
 }
 
 // parseRange parses "bytes=A-B" against an object of size bytes, as S3

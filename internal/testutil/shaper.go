@@ -371,13 +371,5 @@ func (s *Shaper) sleep(r *http.Request, d time.Duration) bool {
 	if d < 100*time.Microsecond {
 		return r.Context().Err() == nil
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-r.Context().Done():
-	case <-s.stop:
-	}
-	return false
+	return waitFor(r, s.stop, d)
 }
