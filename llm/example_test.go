@@ -96,6 +96,52 @@ func ExampleLoadFile() {
 	// Output: loaded; template: chatml
 }
 
+// ExampleEarlyLoad loads a model while its memfd is written, as s3load
+// writes a download: pass Written as s3load.Options.OnPrefix,
+//
+//	e := llm.NewEarlyLoad(ctx, noRepack)
+//	f, _, err := s3load.New(client, func(o *s3load.Options) {
+//		o.SHA256 = sum // verified before Load returns
+//		o.OnPrefix = e.Written
+//	}).Load(ctx, uri)
+//	m, err := e.Finish(f, err)
+//
+// Without repacking, llama.cpp reads only the GGUF header while it loads,
+// so its load runs while the weights arrive; the model is handed out by
+// Finish, once every byte is in. Here the file is written in two halves.
+func ExampleEarlyLoad() {
+	path, cleanup := tinyModel()
+	defer cleanup()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	ctx := context.Background()
+	e := llm.NewEarlyLoad(ctx, func(o *llm.Options) {
+		o.NoRepack = true // else the load waits for the last byte
+		o.Threads = 1
+	})
+	f, err := memfd.New("tiny.gguf", int64(len(data)))
+	if err != nil {
+		log.Fatal(err)
+	}
+	half := len(data) / 2
+	for _, part := range [][2]int{{0, half}, {half, len(data)}} {
+		if _, err := f.WriteAt(data[part[0]:part[1]], int64(part[0])); err != nil {
+			log.Fatal(err)
+		}
+		e.Written(f, int64(part[1])) // the load starts on the first half
+	}
+	m, err := e.Finish(f, nil) // f is closed: the model keeps its pages
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close()
+	fmt.Println("loaded as it was written:", e.Stats().Early)
+	// Output: loaded as it was written: true
+}
+
 // ExampleModel_Chat_stop ends an answer at a stop string. Text that could be
 // the start of a stop string is held back until it is known not to be, so
 // the stop string never reaches the callback, even in part.

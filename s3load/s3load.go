@@ -87,7 +87,8 @@ type Options struct {
 	// finished a part, with the load's record of parts locked: return
 	// quickly and leave longer work to another goroutine. A load that
 	// starts over (RestartOnChange) calls it again from the start, with
-	// its new destination. An empty object gets no call.
+	// its new destination. An empty object gets no call. llm.EarlyLoad's
+	// Written is such a consumer: llama.cpp loads a model as it downloads.
 	OnPrefix func(w io.WriterAt, n int64)
 	// MaxAttempts bounds the tries of each part, the first included
 	// (default DefaultMaxAttempts). A part whose body breaks is resumed
