@@ -79,7 +79,7 @@ func TestEarlyLoadBenchModel(t *testing.T) {
 		var verified, llamaStart, llamaEnd time.Time
 		if c.early {
 			var res earlyLoad
-			mod, res, err = loadEarly(ctx, dl, "s3://models/bench.gguf", opts(c.repack))
+			mod, res, err = loadEarly(ctx, dl, "s3://models/bench.gguf", nil, opts(c.repack))
 			verified, llamaStart, llamaEnd = res.Verified, res.LlamaStart, res.LlamaEnd
 			if err == nil && !res.Early {
 				t.Fatal("not loaded early")

@@ -181,7 +181,7 @@ func TestEarlyLoad(t *testing.T) {
 	dl, hc := earlyDownload(m, shaper, open, sha)
 	defer hc.CloseIdleConnections()
 	logger := slog.New(&onMessage{msg: "llm: loaded", fn: func() { close(open) }})
-	em, res, err := loadEarly(ctx, dl, "s3://models/early.gguf", earlyOptions(logger))
+	em, res, err := loadEarly(ctx, dl, "s3://models/early.gguf", nil, earlyOptions(logger))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +254,7 @@ func TestEarlyLoadNeverUsed(t *testing.T) {
 				}
 			}})
 			dl, hc := earlyDownload(m, shaper, open, tc.sha)
-			em, res, err := loadEarly(ctx, dl, "s3://models/"+key, earlyOptions(logger))
+			em, res, err := loadEarly(ctx, dl, "s3://models/"+key, nil, earlyOptions(logger))
 			if em != nil {
 				em.Close()
 				t.Fatal("loadEarly returned a model")
@@ -328,7 +328,7 @@ func TestEarlyLoadRestart(t *testing.T) {
 	shaper := testutil.NewShaper(t, m.Endpoint, testutil.Link{PerConn: 2e6, FirstByte: 10 * time.Millisecond})
 	dl, hc := earlyDownload(m, shaper, open, "", func(o *s3load.Options) { o.RestartOnChange = true })
 	defer hc.CloseIdleConnections()
-	em, res, err := loadEarly(ctx, dl, "s3://models/replaced.gguf", earlyOptions(logger))
+	em, res, err := loadEarly(ctx, dl, "s3://models/replaced.gguf", nil, earlyOptions(logger))
 	if putErr != nil {
 		t.Fatal(putErr)
 	}

@@ -260,7 +260,7 @@ func (l *loader) load(ctx context.Context, cfg config, logger, llmLog *slog.Logg
 	// Without repacking, llama.cpp's load runs while the model downloads
 	// (early.go); with it, after.
 	dlStart := time.Now()
-	m, e, err := loadEarly(ctx, loader, cfg.ModelURI, llmOpts)
+	m, e, err := loadEarly(ctx, loader, cfg.ModelURI, func() { l.setPhase("llama.cpp") }, llmOpts)
 	st := e.Stats
 	// s3load's clock starts a moment after dlStart, so lastByte is placed
 	// that moment early: ReadyAfterLastByte errs long, never short.
