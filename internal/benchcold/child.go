@@ -30,7 +30,8 @@ type target struct {
 // the process's start.
 type result struct {
 	Phases map[string]time.Duration
-	Parts  int // memload's ranged GETs; 0 for the peers
+	Parts  int  // memload's ranged GETs; 0 for the peers
+	Early  bool // llama.cpp loaded the model while it downloaded
 }
 
 // watch records when the first and the last byte of the object landed.
@@ -85,6 +86,11 @@ func runChild(v string, t target) error {
 	}
 	mark("client", time.Now())
 	w := &watch{size: t.Size}
+	repack := func(o *llm.Options) { o.NoRepack = t.NoRepack }
+	// memload's variants load llama.cpp through an llm.EarlyLoad, as the
+	// chatbot does: without repacking, the load runs while the weights
+	// download. The peers' users load after the download.
+	early := llm.NewEarlyLoad(ctx, repack)
 	// memload hashes each part as it lands (Options.SHA256), as the
 	// chatbot does with MODEL_SHA256; the peers' users hash the memfd
 	// after the download. Unsealed, as the chatbot's: llm.LoadFile then
@@ -96,8 +102,10 @@ func runChild(v string, t target) error {
 			o.SHA256 = t.SHA256
 			o.NoSeal = true
 			o.Progress = func(done, total int64) { w.add(0, done) }
+			o.OnPrefix = early.Written
 		})
 	if err != nil {
+		_, _ = early.Finish(nil, err) // closes a model loaded early
 		return err
 	}
 	defer l.Close()
@@ -116,9 +124,9 @@ func runChild(v string, t target) error {
 	res.Parts = l.Stats.Parts
 
 	var m *llm.Model
-	repack := func(o *llm.Options) { o.NoRepack = t.NoRepack }
 	if l.File != nil {
-		m, err = llm.LoadFile(ctx, l.File, repack)
+		m, err = early.Finish(l.File, nil)
+		res.Early = early.Stats().Early
 	} else {
 		// What a user of the SDK's downloaders does: hand llama.cpp the
 		// memfd's path.

@@ -12,9 +12,11 @@
 // variants, each link's accuracy is measured with raw GETs, and printed.
 // "model ready - last byte" is how long the model trails the download:
 // what is left of the SHA-256 and llama.cpp's load, the chatbot's
-// ready_after_last_byte_ms. -norepack loads llama.cpp without repacking
-// the weights (llm.Options.NoRepack), still after the download: the
-// chatbot's REPACK=false also starts the load during it (early.go).
+// ready_after_last_byte_ms. memload's variants load llama.cpp through an
+// llm.EarlyLoad, as the chatbot does; with -norepack (llm.Options.NoRepack,
+// the chatbot's REPACK=false) that load starts during the download, as
+// soon as the GGUF header is in, and the runs that did so are counted in
+// the "llama.cpp loaded" column. The peers load after the download.
 //
 //	go run ./internal/benchcold [-shapes lambda-like,...] [-variants memload,...] [-rounds 3] [-norepack]
 package main
@@ -231,10 +233,10 @@ func runLink(ctx context.Context, m *testutil.MinIO, t target, l testutil.Link, 
 		use[v] = variant.Median(ss, func(s sample) float64 {
 			return ceiling.Seconds() / (s.Phases["last byte"] - s.Phases["client"]).Seconds()
 		})
-		fmt.Printf("| %s | %.2f | %.2f | %.0f %% | %.0f %% | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f (%.0f) |\n", variant.Label(v),
+		fmt.Printf("| %s | %.2f | %.2f | %.0f %% | %.0f %% | %.2f | %.2f | %s | %.2f | %.2f | %.0f (%.0f) |\n", variant.Label(v),
 			at("first write"), at("last byte"), 100*use[v], 100*use[v]*ceiling.Seconds()/raw.Seconds(),
 			variant.Median(ss, func(s sample) float64 { return s.shaped.Idle.Seconds() }),
-			at("verified"), at("llama.cpp loaded"),
+			at("verified"), loadedCell(ss, at("llama.cpp loaded")),
 			variant.Median(ss, func(s sample) float64 { return (s.Phases["llama.cpp loaded"] - s.Phases["last byte"]).Seconds() }),
 			at("first token"),
 			variant.Median(ss, func(s sample) float64 { return float64(s.shaped.Requests) }),
@@ -247,6 +249,21 @@ func runLink(ctx context.Context, m *testutil.MinIO, t target, l testutil.Link, 
 	fmt.Println("left of the SHA-256, llama.cpp's load), the chatbot's ready_after_last_byte_ms. GETs counted by the shaper,")
 	fmt.Println("HEADs included.")
 	return use, nil
+}
+
+// loadedCell shows when llama.cpp's load ended and, if any run loaded the
+// model while it downloaded, how many did.
+func loadedCell(ss []sample, at float64) string {
+	early := 0
+	for _, s := range ss {
+		if s.Early {
+			early++
+		}
+	}
+	if early == 0 {
+		return fmt.Sprintf("%.2f", at)
+	}
+	return fmt.Sprintf("%.2f (early in %d of %d)", at, early, len(ss))
 }
 
 // accuracy measures the shaper on this link: one raw GET at the
