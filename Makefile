@@ -92,8 +92,9 @@ $(BENCH_OLD)/benchllm:
 
 ## bench-coldstart: the chatbot's cold start (S3 -> memfd -> SHA-256 -> llama.cpp -> first token) on shaped links
 # (Lambda-like, with a slow tail, 300 and 800 MB/s), memload against the SDK's downloaders; about 15 minutes
+# (BENCH_COLDSTART_FLAGS=-norepack: llama.cpp without repacking, its load run during the download)
 bench-coldstart: minio llama
-	go run ./internal/benchcold -rounds 3
+	go run ./internal/benchcold -rounds 3 $(BENCH_COLDSTART_FLAGS)
 
 ## bench-sizes: the chatbot at each Lambda memory size this machine can emulate (cgroups; as root), and the smallest that works
 bench-sizes: minio llama

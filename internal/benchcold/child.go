@@ -30,8 +30,11 @@ type target struct {
 // the process's start.
 type result struct {
 	Phases map[string]time.Duration
-	Parts  int  // memload's ranged GETs; 0 for the peers
-	Early  bool // llama.cpp loaded the model while it downloaded
+	// CPU is the CPU time this process had used, user and system, when
+	// the last byte landed: the client's share of the machine.
+	CPU   time.Duration
+	Parts int  // memload's ranged GETs; 0 for the peers
+	Early bool // llama.cpp loaded the model while it downloaded
 }
 
 // watch records when the first and the last byte of the object landed.
@@ -39,6 +42,7 @@ type watch struct {
 	mu          sync.Mutex
 	size, done  int64
 	first, last time.Time
+	cpu         time.Duration // the process's CPU time at last
 }
 
 // add counts n more bytes written; reached, if not negative, sets the
@@ -57,6 +61,7 @@ func (w *watch) add(n, reached int64) {
 	}
 	if w.done >= w.size && w.last.IsZero() {
 		w.last = now
+		w.cpu = selfCPU()
 	}
 }
 
@@ -109,6 +114,7 @@ func runChild(v string, t target) error {
 		return err
 	}
 	defer l.Close()
+	res.CPU = w.cpu
 	mark("first write", w.first)
 	mark("last byte", w.last)
 	if l.Plain != nil {
@@ -157,4 +163,13 @@ func sha256Of(f *os.File) (string, error) {
 	defer unix.Munmap(b)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:]), nil
+}
+
+// selfCPU returns the CPU time this process has used, user and system.
+func selfCPU() time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -34,6 +34,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -195,6 +196,9 @@ func upload(ctx context.Context, m *testutil.MinIO, path string) (target, error)
 type sample struct {
 	result
 	shaped testutil.ShaperStats
+	// CPU time used while the child ran by MinIO and by this process,
+	// which serves the shaper and nothing else meanwhile.
+	minioCPU, shaperCPU time.Duration
 }
 
 func runLink(ctx context.Context, m *testutil.MinIO, t target, l testutil.Link, variants []string, rounds int) (map[string]float64, error) {
@@ -215,15 +219,15 @@ func runLink(ctx context.Context, m *testutil.MinIO, t target, l testutil.Link, 
 			order = append(order[1:], order[0])
 		}
 		for _, v := range order {
-			s, err := runOnce(v, t, l)
+			s, err := runOnce(v, t, l, m.Pid())
 			if err != nil {
 				return nil, err
 			}
 			samples[v] = append(samples[v], s)
 		}
 	}
-	fmt.Println("| variant | first write s | last byte s | of the ceiling | of the raw reader | link idle s | verified s | llama.cpp loaded s | model ready - last byte s | first token s | GETs (slow) |")
-	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Println("| variant | first write s | last byte s | of the ceiling | of the raw reader | link idle s | verified s | llama.cpp loaded s | model ready - last byte s | first token s | GETs (slow) | CPU-s to the last byte: client + MinIO + shaper | CPUs busy |")
+	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	use := map[string]float64{rawRow: ceiling.Seconds() / raw.Seconds()}
 	for _, v := range variants {
 		ss := samples[v]
@@ -233,22 +237,39 @@ func runLink(ctx context.Context, m *testutil.MinIO, t target, l testutil.Link, 
 		use[v] = variant.Median(ss, func(s sample) float64 {
 			return ceiling.Seconds() / (s.Phases["last byte"] - s.Phases["client"]).Seconds()
 		})
-		fmt.Printf("| %s | %.2f | %.2f | %.0f %% | %.0f %% | %.2f | %.2f | %s | %.2f | %.2f | %.0f (%.0f) |\n", variant.Label(v),
+		fmt.Printf("| %s | %.2f | %.2f | %.0f %% | %.0f %% | %.2f | %.2f | %s | %.2f | %.2f | %.0f (%.0f) | %s | %.2f of %d |\n", variant.Label(v),
 			at("first write"), at("last byte"), 100*use[v], 100*use[v]*ceiling.Seconds()/raw.Seconds(),
 			variant.Median(ss, func(s sample) float64 { return s.shaped.Idle.Seconds() }),
 			at("verified"), loadedCell(ss, at("llama.cpp loaded")),
 			variant.Median(ss, func(s sample) float64 { return (s.Phases["llama.cpp loaded"] - s.Phases["last byte"]).Seconds() }),
 			at("first token"),
 			variant.Median(ss, func(s sample) float64 { return float64(s.shaped.Requests) }),
-			variant.Median(ss, func(s sample) float64 { return float64(s.shaped.Slow) }))
+			variant.Median(ss, func(s sample) float64 { return float64(s.shaped.Slow) }),
+			cpuCell(ss),
+			variant.Median(ss, func(s sample) float64 {
+				return (s.CPU + s.minioCPU + s.shaperCPU).Seconds() / s.Phases["last byte"].Seconds()
+			}), runtime.NumCPU())
 	}
 	fmt.Printf("\nof the ceiling = %.2f s / (last byte - client made); of the raw reader = %.2f s (its time, above) / the same.\n", ceiling.Seconds(), raw.Seconds())
 	fmt.Println("link idle: the time the link's sustained rate went unused between the first and the last byte, beyond")
 	fmt.Println("the 10 ms the shaper forgives, by the shaper's count. model ready - last byte: llama.cpp loaded less last")
 	fmt.Println("byte, each run's, so not the difference of the medians: how long the model trailed the download (what is")
 	fmt.Println("left of the SHA-256, llama.cpp's load), the chatbot's ready_after_last_byte_ms. GETs counted by the shaper,")
-	fmt.Println("HEADs included.")
+	fmt.Println("HEADs included. CPU-s to the last byte: the client process's CPU time (user and system) when its last")
+	fmt.Println("byte landed (its start, and with -norepack llama.cpp's early load, included), MinIO's and the shaper's")
+	fmt.Println("while it ran (they are idle after its last byte); CPUs busy: their sum over the time to the last byte, of")
+	fmt.Println("this machine's CPUs. A link the client does not fill with the CPUs all busy is the machine's limit.")
 	return use, nil
+}
+
+// cpuCell shows the median CPU time of the client, MinIO and the shaper
+// up to the client's last byte.
+func cpuCell(ss []sample) string {
+	med := func(f func(sample) time.Duration) float64 {
+		return variant.Median(ss, func(s sample) float64 { return f(s).Seconds() })
+	}
+	return fmt.Sprintf("%.2f + %.2f + %.2f", med(func(s sample) time.Duration { return s.CPU }),
+		med(func(s sample) time.Duration { return s.minioCPU }), med(func(s sample) time.Duration { return s.shaperCPU }))
 }
 
 // loadedCell shows when llama.cpp's load ended and, if any run loaded the
@@ -342,7 +363,7 @@ func accuracy(ctx context.Context, m *testutil.MinIO, t target, l testutil.Link)
 
 // runOnce runs one variant in a new process of this program, behind a
 // shaper of its own, so that no variant inherits another's spent burst.
-func runOnce(v string, t target, l testutil.Link) (sample, error) {
+func runOnce(v string, t target, l testutil.Link, minioPid int) (sample, error) {
 	s, err := testutil.StartShaper(t.Endpoint, l)
 	if err != nil {
 		return sample{}, err
@@ -356,10 +377,21 @@ func runOnce(v string, t target, l testutil.Link) (sample, error) {
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	cmd.Env = append(os.Environ(), "MEMLOAD_BENCH_CHILD="+v, "MEMLOAD_BENCH_TARGET="+string(spec))
 	fmt.Fprintf(os.Stderr, "%s on %s ...\n", v, l.Name)
+	minio0, err := machine.ProcessCPU(minioPid)
+	if err != nil {
+		return sample{}, err
+	}
+	self0 := selfCPU()
 	if err := cmd.Run(); err != nil {
 		return sample{}, fmt.Errorf("%s on %s: %v: %s", v, l.Name, err, errOut.String())
 	}
 	var smp sample
+	smp.shaperCPU = selfCPU() - self0
+	minio1, err := machine.ProcessCPU(minioPid)
+	if err != nil {
+		return sample{}, err
+	}
+	smp.minioCPU = minio1 - minio0
 	if err := json.Unmarshal(out.Bytes(), &smp.result); err != nil {
 		return sample{}, fmt.Errorf("%s printed %q: %w", v, out.String(), err)
 	}

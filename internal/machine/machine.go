@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Describe returns a line such as "2 CPUs (AMD EPYC 7B13), 23.5 GiB RAM,
@@ -53,4 +54,29 @@ func kernel() string {
 		return "?"
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// ProcessCPU returns the CPU time, user and system, that process pid and
+// its threads have used so far, from /proc/PID/stat (in clock ticks of
+// 10 ms, Linux's USER_HZ), or an error.
+func ProcessCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name, field 2, is in parentheses and may hold spaces.
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	var ticks int64
+	for _, s := range f[11:13] { // utime and stime: fields 14 and 15
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
 }

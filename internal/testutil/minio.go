@@ -193,6 +193,10 @@ func (m *MinIO) waitReady(ctx context.Context) error {
 	}
 }
 
+// Pid returns the server's process ID (for benchmarks that count its CPU
+// time).
+func (m *MinIO) Pid() int { return m.cmd.Process.Pid }
+
 // Stop kills the server and removes its data.
 func (m *MinIO) Stop() error {
 	if m.cmd.Process != nil {
