@@ -41,6 +41,8 @@ type EarlyLoad struct {
 	ctx    context.Context
 	eager  bool // start llama.cpp's load before the writing ends
 	optFns []func(*Options)
+	// finished is set by Finish, which is called once, after the writing.
+	finished bool
 
 	mu   sync.Mutex
 	w    io.WriterAt   // the writer's destination
@@ -124,7 +126,12 @@ func (e *EarlyLoad) Written(w io.WriterAt, n int64) {
 // returns the model: loaded early from f, or now. Finish takes f: it is
 // closed before Finish returns, a mapped model keeping its pages. If err
 // is not nil, a model loaded early is closed unused and err returned.
+// Call it once.
 func (e *EarlyLoad) Finish(f *memfd.File, err error) (*Model, error) {
+	if e.finished {
+		return nil, errors.New("llm: EarlyLoad.Finish called twice")
+	}
+	e.finished = true
 	m, early, lerr := e.wait()
 	if err != nil {
 		if m != nil {

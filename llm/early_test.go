@@ -143,6 +143,9 @@ func TestEarlyLoadAfter(t *testing.T) {
 	if st := e.Stats(); st.Early || st.Start.IsZero() {
 		t.Errorf("Stats = %+v, want a load after the writing", st)
 	}
+	if again, err := e.Finish(w.f, nil); again != nil || err == nil {
+		t.Errorf("a second Finish = %v, %v; want an error", again, err)
+	}
 	if got := chat(t, m, hello, greedy(16)); !slices.Equal(got.tokens, want.tokens) {
 		t.Errorf("the model answers %v, want %v", got.tokens, want.tokens)
 	}
