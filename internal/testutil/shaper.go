@@ -1,11 +1,15 @@
 package testutil
 
 import (
+	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -133,9 +137,13 @@ const (
 	catchUpLink = 10 * time.Millisecond
 )
 
-// chunk is how many bytes the shaper sends per reservation: 0.7 ms at
-// 90 MB/s.
-const chunk = 64 << 10
+// chunk is how many bytes the shaper sends per reservation: 2.9 ms at
+// 90 MB/s, about what a TCP window holds at that rate and a round trip
+// within a region. Smaller chunks pace no more truly but cost the shaper
+// CPU per chunk (a wait, two splices) that on a 2-CPU machine the client
+// and MinIO lose: 64 KiB chunks took 0.70 CPU-s for 1.1 GB at 800 MB/s,
+// 256 KiB 0.54 (bench-coldstart, 2026-12-02).
+const chunk = 256 << 10
 
 // bucket is a token bucket: tokens accrue at rate, a send takes as many as
 // it has bytes, and may take them in advance, waiting until the debt is
@@ -215,12 +223,17 @@ type ShaperStats struct {
 // Shaper is an HTTP proxy on 127.0.0.1 in front of an S3 server that
 // shapes its responses as a [Link]. Point an S3 client's endpoint at URL.
 // It shapes response bodies only; requests pass as they come.
+//
+// It moves response bodies from the upstream's connection to the
+// client's with splice(2), which copies nothing through the shaper: on a
+// 2-CPU machine the shaper's CPU is taken from the client and MinIO,
+// which on Lambda would not share theirs with the network.
 type Shaper struct {
 	URL  string
 	Link Link
 
-	upstream string
-	client   *http.Client
+	upstream string // host:port
+	idle     chan *upstreamConn
 	srv      *http.Server
 	peak     *bucket // nil when unlimited
 	rate     *bucket
@@ -239,6 +252,10 @@ func StartShaper(upstream string, link Link) (*Shaper, error) {
 		link.SlowShare < 0 || link.SlowShare > 1 || (link.SlowShare > 0 && link.SlowFactor < 1) {
 		return nil, fmt.Errorf("link %s: rates, burst and first byte must not be negative, SlowShare must be in [0, 1] and SlowFactor at least 1", link)
 	}
+	u, err := url.Parse(upstream)
+	if err != nil || u.Scheme != "http" || u.Host == "" || strings.Trim(u.Path, "/") != "" {
+		return nil, fmt.Errorf("shaper upstream %q: want http://HOST:PORT", upstream)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -246,8 +263,8 @@ func StartShaper(upstream string, link Link) (*Shaper, error) {
 	s := &Shaper{
 		URL:      "http://" + ln.Addr().String(),
 		Link:     link,
-		upstream: strings.TrimSuffix(upstream, "/"),
-		client:   &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 256}},
+		upstream: u.Host,
+		idle:     make(chan *upstreamConn, 256),
 		peak:     newBucket(link.Peak, 0, catchUpLink),
 		rate:     newBucket(link.Rate, link.Burst, catchUpLink),
 		rng:      mrand.New(mrand.NewPCG(link.Seed, link.Seed^0x51de)),
@@ -283,7 +300,14 @@ func (s *Shaper) Close() {
 	s.mu.Unlock()
 	s.srv.Close()
 	s.wg.Wait()
-	s.client.CloseIdleConnections()
+	for {
+		select {
+		case c := <-s.idle:
+			c.Close()
+		default:
+			return
+		}
+	}
 }
 
 // Stats returns what the shaper has served so far.
@@ -314,21 +338,25 @@ func (s *Shaper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 
 	// Forward with the client's Host header: SigV4 signed it.
-	out, err := http.NewRequestWithContext(r.Context(), r.Method, s.upstream+r.URL.RequestURI(), r.Body)
+	out, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+s.upstream+r.URL.RequestURI(), r.Body)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
 	out.Header = r.Header.Clone()
+	out.Header.Del("Expect") // the server has answered it, reading r.Body
 	out.Host = r.Host
 	out.ContentLength = r.ContentLength
 	start := time.Now()
-	resp, err := s.client.Do(out)
+	c, resp, err := s.roundTrip(out)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
-	defer resp.Body.Close()
+	reusable := false
+	defer func() { s.release(c, reusable && !resp.Close) }()
+	stop := context.AfterFunc(r.Context(), func() { c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	if !s.sleep(r, firstByte-time.Since(start)) {
 		return
 	}
@@ -339,29 +367,138 @@ func (s *Shaper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	conn := newBucket(perConn, 0, catchUpConn)
 	var peakBound, rateBound bool // this response's last chunk waited on them
 	defer func() { s.peak.bind(peakBound, false); s.rate.bind(rateBound, false) }()
-	buf := make([]byte, chunk)
-	for {
-		n, err := io.ReadFull(resp.Body, buf)
-		if n > 0 {
-			dc, dp, dr := conn.reserve(n), s.peak.reserve(n), s.rate.reserve(n)
-			d := max(dc, dp, dr)
-			s.peak.bind(peakBound, dp > 0 && dp >= d)
-			s.rate.bind(rateBound, dr > 0 && dr >= d)
-			peakBound, rateBound = dp > 0 && dp >= d, dr > 0 && dr >= d
-			if !s.sleep(r, d) {
+	// A body of known length moves by splice; another (chunked, or up to
+	// the connection's end) through a buffer.
+	left := resp.ContentLength
+	spliced := left >= 0 && r.Method != http.MethodHead
+	var buf []byte
+	if !spliced {
+		buf = make([]byte, chunk)
+	}
+	for left != 0 {
+		var n int
+		var err error
+		if spliced {
+			n = int(min(chunk, left))
+		} else if n, err = io.ReadFull(resp.Body, buf); n == 0 {
+			reusable = errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+			return
+		}
+		dc, dp, dr := conn.reserve(n), s.peak.reserve(n), s.rate.reserve(n)
+		d := max(dc, dp, dr)
+		s.peak.bind(peakBound, dp > 0 && dp >= d)
+		s.rate.bind(rateBound, dr > 0 && dr >= d)
+		peakBound, rateBound = dp > 0 && dp >= d, dr > 0 && dr >= d
+		if !s.sleep(r, d) {
+			return
+		}
+		s.mu.Lock()
+		s.stats.Bytes += int64(n)
+		s.mu.Unlock()
+		if spliced {
+			if err := c.send(w, int64(n)); err != nil {
 				return
 			}
-			s.mu.Lock()
-			s.stats.Bytes += int64(n)
-			s.mu.Unlock()
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return
-			}
+			left -= int64(n)
+		} else if _, werr := w.Write(buf[:n]); werr != nil {
+			return
 		}
 		if err != nil {
+			reusable = errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 			return
 		}
 	}
+	reusable = true
+}
+
+// upstreamConn is a kept-alive HTTP/1.1 connection to the upstream.
+type upstreamConn struct {
+	*net.TCPConn
+	br     *bufio.Reader
+	reused bool
+}
+
+// roundTrip sends req on an idle connection to the upstream or a new one,
+// and reads the response's header. A request without a body that fails on
+// a connection the upstream may have closed meanwhile is sent again on a
+// new one.
+func (s *Shaper) roundTrip(req *http.Request) (*upstreamConn, *http.Response, error) {
+	for {
+		c, err := s.conn(req.Context())
+		if err != nil {
+			return nil, nil, err
+		}
+		stop := context.AfterFunc(req.Context(), func() { c.SetDeadline(time.Unix(1, 0)) })
+		err = req.Write(c)
+		var resp *http.Response
+		if err == nil {
+			resp, err = http.ReadResponse(c.br, req)
+		}
+		stop()
+		if err == nil {
+			return c, resp, nil
+		}
+		c.Close()
+		if !c.reused || req.ContentLength != 0 || req.Context().Err() != nil {
+			return nil, nil, err
+		}
+	}
+}
+
+func (s *Shaper) conn(ctx context.Context) (*upstreamConn, error) {
+	select {
+	case c := <-s.idle:
+		c.reused = true
+		return c, nil
+	default:
+	}
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", s.upstream)
+	if err != nil {
+		return nil, err
+	}
+	tc := nc.(*net.TCPConn)
+	return &upstreamConn{TCPConn: tc, br: bufio.NewReaderSize(tc, 4<<10)}, nil
+}
+
+// release keeps c for the next request if it is at a response's end, and
+// closes it otherwise.
+func (s *Shaper) release(c *upstreamConn, reusable bool) {
+	if reusable {
+		if err := c.SetDeadline(time.Time{}); err == nil {
+			select {
+			case s.idle <- c:
+				return
+			default:
+			}
+		}
+	}
+	c.Close()
+}
+
+// send moves the body's next n bytes to w: what the header's read left
+// buffered, then the rest spliced from the connection to the client's.
+func (c *upstreamConn) send(w http.ResponseWriter, n int64) error {
+	if b := c.br.Buffered(); b > 0 {
+		m := min(int64(b), n)
+		if _, err := io.CopyN(w, c.br, m); err != nil {
+			return err
+		}
+		n -= m
+	}
+	if n == 0 {
+		return nil
+	}
+	rf, ok := w.(io.ReaderFrom) // net/http's: splice to the client's conn
+	if !ok {
+		_, err := io.CopyN(w, c.TCPConn, n)
+		return err
+	}
+	got, err := rf.ReadFrom(&io.LimitedReader{R: c.TCPConn, N: n})
+	if err == nil && got < n {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // sleep waits d, or less when the client goes away or the shaper stops;
