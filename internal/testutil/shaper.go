@@ -3,7 +3,6 @@ package testutil
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
@@ -368,9 +367,13 @@ func (s *Shaper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var peakBound, rateBound bool // this response's last chunk waited on them
 	defer func() { s.peak.bind(peakBound, false); s.rate.bind(rateBound, false) }()
 	// A body of known length moves by splice; another (chunked, or up to
-	// the connection's end) through a buffer.
+	// the connection's end) through a buffer, and the connection is not
+	// kept: where such a body ends is not told apart from where it broke.
 	left := resp.ContentLength
-	spliced := left >= 0 && r.Method != http.MethodHead
+	if r.Method == http.MethodHead {
+		left = 0
+	}
+	spliced := left >= 0
 	var buf []byte
 	if !spliced {
 		buf = make([]byte, chunk)
@@ -381,7 +384,6 @@ func (s *Shaper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if spliced {
 			n = int(min(chunk, left))
 		} else if n, err = io.ReadFull(resp.Body, buf); n == 0 {
-			reusable = errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 			return
 		}
 		dc, dp, dr := conn.reserve(n), s.peak.reserve(n), s.rate.reserve(n)
@@ -404,11 +406,10 @@ func (s *Shaper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if err != nil {
-			reusable = errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 			return
 		}
 	}
-	reusable = true
+	reusable = spliced
 }
 
 // upstreamConn is a kept-alive HTTP/1.1 connection to the upstream.
