@@ -23,6 +23,8 @@ type earlyWriter struct {
 	data []byte
 	f    *memfd.File
 	e    *EarlyLoad
+	// verify makes onDemand tell e that each step is verified.
+	verify bool
 }
 
 func newEarlyWriter(t *testing.T, path string, e *EarlyLoad) *earlyWriter {
@@ -127,12 +129,13 @@ func TestEarlyLoad(t *testing.T) {
 }
 
 // TestEarlyLoadAfter checks the loads that cannot start early: with
-// repacking llama.cpp reads every weight while it loads, so Finish loads
+// NoMmap llama.cpp reads every weight while it loads, so Finish loads
 // the model after the writing, and the answers are those of LoadFile.
 func TestEarlyLoadAfter(t *testing.T) {
 	path := testutil.TinyModel(t, "qwen2")
-	want := chat(t, loadModel(t, path), hello, greedy(16))
-	e := NewEarlyLoad(context.Background(), testOptions)
+	noMmap := func(o *Options) { o.NoMmap = true }
+	want := chat(t, loadModel(t, path, noMmap), hello, greedy(16))
+	e := NewEarlyLoad(context.Background(), testOptions, noMmap)
 	w := newEarlyWriter(t, path, e)
 	w.write(0, len(w.data))
 	m, err := e.Finish(w.f, nil)
@@ -223,6 +226,148 @@ func TestEarlyLoadUnused(t *testing.T) {
 		cancel()
 		if m, err := e.Finish(nil, ctx.Err()); m != nil || !errors.Is(err, context.Canceled) {
 			t.Errorf("Finish = %v, %v; want %v", m, err, context.Canceled)
+		}
+	})
+}
+
+// q4kmModel returns a tiny Q4_K_M model of arch, whose Q4_K matrices
+// llama.cpp repacks with AVX2.
+func q4kmModel(t *testing.T, arch string) string {
+	cfg := testutil.TinyConfig(arch)
+	cfg.Quant, cfg.Embedding, cfg.FeedForward = testutil.Q4KM, 256, 512
+	return testutil.TinyModelWith(t, cfg)
+}
+
+// onDemand writes the model as far as the header and 64 KiB past it,
+// then only what llama.cpp, waiting at the gate, asks for: each step is
+// written once the gate is seen waiting for it, so llama.cpp surely
+// waits for every repacked tensor it reads before the file has it. Once
+// the load has ended, it writes the rest. It returns the steps written.
+func (w *earlyWriter) onDemand(loaded <-chan struct{}) int {
+	w.t.Helper()
+	waits, done := make(chan int64), make(chan struct{})
+	defer close(done)
+	w.e.onWait = func(end int64) {
+		select {
+		case waits <- end:
+		case <-done:
+		}
+	}
+	at := min(int(HeaderEnd(w.t, w.data))+64<<10, len(w.data))
+	w.write(0, at)
+	steps := 0
+	for {
+		select {
+		case end := <-waits:
+			if int(end) <= at {
+				w.t.Errorf("llama.cpp waits for byte %d, written already", end)
+			}
+			w.write(at, int(end))
+			at, steps = int(end), steps+1
+			if w.verify {
+				w.e.Verified(end)
+			}
+		case <-loaded:
+			w.write(at, len(w.data))
+			return steps
+		case <-time.After(time.Minute):
+			w.t.Fatal("llama.cpp neither waited nor ended its load within a minute")
+		}
+	}
+}
+
+// HeaderEnd returns where the tensor data of the model in data starts.
+func HeaderEnd(t *testing.T, data []byte) int64 {
+	t.Helper()
+	n, err := HeaderSize(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestEarlyLoadGated is the safety proof of the gated early load: a
+// Q4_K_M model, whose matrices llama.cpp repacks while it loads, is
+// written only as far as llama.cpp waits for, step by step, and answers
+// exactly as a model loaded after the writing (greedy tokens, random
+// weights: a tensor repacked before its bytes came would change them).
+// It runs for qwen2 and llama, with the best CPU variant here and, in a
+// child process, with only the AVX2 (haswell) one. The control shows the
+// test can fail: without the gate, the answers differ.
+func TestEarlyLoadGated(t *testing.T) {
+	if v := os.Getenv("MEMLOAD_TEST_VARIANT"); v != "" {
+		testEarlyLoadGated(t, v)
+		return
+	}
+	lib, err := openLibrary("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run(lib.variant, func(t *testing.T) { testEarlyLoadGated(t, lib.variant) })
+	if lib.variant != "haswell" {
+		t.Run("haswell", func(t *testing.T) { runWithVariant(t, lib, "haswell", "TestEarlyLoadGated") })
+	}
+}
+
+func testEarlyLoadGated(t *testing.T, variant string) {
+	lib, err := openLibrary("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lib.variant != variant {
+		t.Fatalf("llama.cpp picked %s, want %s", lib.variant, variant)
+	}
+	for _, arch := range []string{"qwen2", "llama"} {
+		t.Run(arch, func(t *testing.T) {
+			path := q4kmModel(t, arch)
+			want := chat(t, loadModel(t, path), hello, greedy(24))
+
+			fds := testutil.OpenFDs(t)
+			logger, loaded := onLoaded()
+			e := NewEarlyLoad(context.Background(), testOptions, func(o *Options) { o.Logger = logger })
+			w := newEarlyWriter(t, path, e)
+			w.verify = true
+			steps := w.onDemand(loaded)
+			m, err := e.Finish(w.f, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			st := e.Stats()
+			t.Logf("%s %s: %d steps, %+v; %d of %d bytes given back", variant, arch, steps, st, m.GivenBack(), len(w.data))
+			if !st.Early || !st.Gated || st.Fallback != "" || st.Waits < 3 || st.Waits != steps {
+				t.Errorf("Stats = %+v after %d steps; want a gated early load that waited at each", st, steps)
+			}
+			if m.GivenBack() < int64(len(w.data))/4 {
+				t.Errorf("only %d of %d bytes given back", m.GivenBack(), len(w.data))
+			}
+			if got := chat(t, m, hello, greedy(24)); len(want.tokens) < 8 || !slices.Equal(got.tokens, want.tokens) {
+				t.Errorf("loaded through the gate, the model answers %v, want %v", got.tokens, want.tokens)
+			}
+			m.Close()
+			testutil.CheckFDs(t, fds)
+		})
+	}
+	t.Run("control", func(t *testing.T) {
+		// Without the gate, llama.cpp repacks the tensors it finds before
+		// their bytes come: the same writing gives other answers.
+		path := q4kmModel(t, "qwen2")
+		want := chat(t, loadModel(t, path), hello, greedy(24))
+		gateOff = true
+		defer func() { gateOff = false }()
+		logger, loaded := onLoaded()
+		e := NewEarlyLoad(context.Background(), testOptions, func(o *Options) { o.Logger = logger })
+		w := newEarlyWriter(t, path, e)
+		if steps := w.onDemand(loaded); steps != 0 {
+			t.Errorf("the gate, turned off, waited %d times", steps)
+		}
+		m, err := e.Finish(w.f, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		if got := chat(t, m, hello, greedy(24)); slices.Equal(got.tokens, want.tokens) {
+			t.Errorf("without the gate, the model still answers %v", got.tokens)
 		}
 	})
 }

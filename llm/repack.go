@@ -25,72 +25,72 @@ package llm
 import (
 	"errors"
 	"os"
-	"regexp"
 	"sort"
 	"sync"
-	"sync/atomic"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/memload/memload/llm/internal/gguf"
 	"github.com/memload/memload/memfd"
 )
 
-var repackLine = regexp.MustCompile(`repack tensor (\S+) (?:with|of type) `)
-
-// repacking is the load whose log is being watched, if any.
-var repacking atomic.Pointer[repackLog]
+// pageFile is a memory file whose pages can be given back: a
+// *memfd.File, or an EarlyLoad's own descriptor of one.
+type pageFile interface {
+	PunchHole(off, n int64) error
+	Size() int64
+}
 
 type span struct{ off, end int64 } // file offsets, [off, end)
 
 type repackLog struct {
-	f       *memfd.File
+	f       pageFile
 	tensors map[string]span
 	page    int64
 
 	mu       sync.Mutex
 	repacked map[string]bool
 	last     string // the tensor being repacked
-	held     int64  // bytes of memory the file held at the start
+	released int64  // bytes [0, released) may be given back
+	pending  []span // to give back once released
+	done     []span // given back, perhaps overlapping
 	err      error  // the first punch that failed: no more tries
 }
 
-// watchRepack starts watching llama.cpp's log for repacked tensors of the
-// model in f, described by h.
-func watchRepack(f *memfd.File, h *gguf.Header) *repackLog {
-	r := &repackLog{f: f, tensors: map[string]span{}, repacked: map[string]bool{}, page: int64(os.Getpagesize()), held: memoryHeld(f)}
+// watchRepack returns a watcher of llama.cpp's log for repacked tensors of
+// the model in f, described by h. Pages past released are given back
+// only once release says so: a writer may still read them back (s3load
+// hashes what it wrote).
+func watchRepack(f pageFile, h *gguf.Header, released int64) *repackLog {
+	r := &repackLog{f: f, tensors: map[string]span{}, repacked: map[string]bool{}, page: int64(os.Getpagesize()), released: released}
 	for _, t := range h.Tensors {
 		off := h.DataOffset + int64(t.Offset)
 		r.tensors[t.Name] = span{off, off + int64(t.Bytes)}
 	}
-	repacking.Store(r)
 	return r
 }
 
 // logLine sees one line of llama.cpp's log.
 func (r *repackLog) logLine(line string) {
-	m := repackLine.FindStringSubmatch(line)
-	if m == nil {
+	m, ok := parseRepack(line)
+	if !ok {
 		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.tensors[m[1]]; !ok {
+	if _, ok := r.tensors[m.tensor]; !ok {
 		return
 	}
 	if r.last != "" {
 		s := r.tensors[r.last]
 		r.punch(s.off, s.end)
 	}
-	r.last = m[1]
-	r.repacked[m[1]] = true
+	r.last = m.tensor
+	r.repacked[m.tensor] = true
 }
 
-// finish stops watching and punches what is left: every page that holds
-// neither the header nor a tensor llama.cpp computes from in the mapping.
-// It returns the bytes given back.
+// finish gives back (or marks to give back, once released) what is left:
+// every page that holds neither the header nor a tensor llama.cpp
+// computes from in the mapping. It returns the bytes given back so far.
 func (r *repackLog) finish(h *gguf.Header) (int64, error) {
-	repacking.CompareAndSwap(r, nil)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.repacked) == 0 {
@@ -109,31 +109,61 @@ func (r *repackLog) finish(h *gguf.Header) (int64, error) {
 		at = max(at, k.end)
 	}
 	r.punch(at, r.f.Size())
-	return r.held - memoryHeld(r.f), r.err
+	return r.given(), r.err
 }
 
-// memoryHeld returns the bytes of memory f holds.
-func memoryHeld(f *memfd.File) int64 {
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return 0
+// release lets the pages of bytes [0, n) be given back, and gives back
+// those waiting for it. It returns the bytes given back so far.
+func (r *repackLog) release(n int64) (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.released = max(r.released, n)
+	pending := r.pending
+	r.pending = nil
+	for _, s := range pending {
+		r.punch(s.off, s.end)
 	}
-	return st.Blocks * 512
+	return r.given(), r.err
 }
 
-// stop stops watching without punching more (a failed load).
-func (r *repackLog) stop() { repacking.CompareAndSwap(r, nil) }
+// given returns the bytes given back: a tensor's pages are punched when
+// the next one is announced, and again with the gaps at the end.
+func (r *repackLog) given() int64 {
+	sort.Slice(r.done, func(i, j int) bool { return r.done[i].off < r.done[j].off })
+	var n, at int64
+	for _, s := range r.done {
+		if s.end > at {
+			n += s.end - max(s.off, at)
+			at = s.end
+		}
+	}
+	return n
+}
 
-// punch gives back the whole pages inside [off, end).
+// drop forgets the pages waiting to be given back (a failed load).
+func (r *repackLog) drop() {
+	r.mu.Lock()
+	r.pending = nil
+	r.mu.Unlock()
+}
+
+// punch gives back the whole pages inside [off, end), or marks them to,
+// once released.
 func (r *repackLog) punch(off, end int64) {
 	off = (off + r.page - 1) / r.page * r.page
 	end = end / r.page * r.page
 	if r.err != nil || end <= off {
 		return
 	}
+	if end > r.released {
+		r.pending = append(r.pending, span{off, end})
+		return
+	}
 	if err := r.f.PunchHole(off, end-off); err != nil {
 		r.err = err
+		return
 	}
+	r.done = append(r.done, span{off, end})
 }
 
 // errSealedHint explains a refused punch.

@@ -3,10 +3,7 @@ package llm
 import (
 	"context"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/memload/memload/internal/testutil"
@@ -28,30 +25,7 @@ func TestGiveBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Run("best variant", func(t *testing.T) { testGiveBack(t, lib.variant) })
-	t.Run("haswell", func(t *testing.T) {
-		if _, err := os.Stat(filepath.Join(lib.dir, "libggml-cpu-haswell.so")); err != nil {
-			t.Skip("no haswell variant on this architecture")
-		}
-		dir := t.TempDir()
-		for _, name := range []string{"libllama.so", "libggml.so", "libggml-base.so", "libggml-cpu-haswell.so"} {
-			target, err := filepath.EvalSymlinks(filepath.Join(lib.dir, name))
-			if err != nil {
-				t.Fatal(err)
-			}
-			// libllama asks for libggml.v0.5.0.so by that name.
-			os.Symlink(target, filepath.Join(dir, filepath.Base(target)))
-			if err := os.Symlink(target, filepath.Join(dir, name)); err != nil && !os.IsExist(err) {
-				t.Fatal(err)
-			}
-		}
-		cmd := exec.Command(os.Args[0], "-test.run=^TestGiveBack$", "-test.v", "-test.count=1")
-		cmd.Env = append(os.Environ(), LibraryEnv+"="+dir, "MEMLOAD_TEST_VARIANT=haswell")
-		out, err := cmd.CombinedOutput()
-		t.Logf("child with only the haswell variant:\n%s", out)
-		if err != nil || !strings.Contains(string(out), "--- PASS: TestGiveBack") {
-			t.Fatalf("child: %v", err)
-		}
-	})
+	t.Run("haswell", func(t *testing.T) { runWithVariant(t, lib, "haswell", "TestGiveBack") })
 }
 
 func testGiveBack(t *testing.T, variant string) {
