@@ -67,7 +67,9 @@ type EarlyLoad struct {
 	grew     chan struct{} // closed and replaced when n grows or over is set
 	rec      *repackLog    // the load's, to give back pages as verified grows
 
-	onWait func(end int64) // tests: llama.cpp waits at the gate
+	onWait  func(end int64) // tests: llama.cpp waits at the gate
+	onStart func()          // tests: llama.cpp's load starts
+	ended   chan struct{}   // closed when a load started early ends
 
 	stats  EarlyStats     // set by the load before it sends its result
 	result chan earlyDone // nil unless a load started early
@@ -114,6 +116,7 @@ func NewEarlyLoad(ctx context.Context, optFns ...func(*Options)) *EarlyLoad {
 		eager:  !o.NoMmap,
 		optFns: slices.Clip(optFns),
 		grew:   make(chan struct{}),
+		ended:  make(chan struct{}),
 	}
 }
 
@@ -190,9 +193,6 @@ func (e *EarlyLoad) Finish(f *memfd.File, err error) (*Model, error) {
 	if e.file != nil {
 		defer e.file.Close() // after the pages are given back through it
 	}
-	if errors.Is(lerr, errGateFallback) {
-		early = false // loaded again below, from the complete file
-	}
 	if err != nil {
 		if m != nil {
 			m.Close()
@@ -207,6 +207,16 @@ func (e *EarlyLoad) Finish(f *memfd.File, err error) (*Model, error) {
 			m.Close()
 		}
 		return nil, errors.New("llm: EarlyLoad.Finish: no file and no error")
+	}
+	if errors.Is(lerr, errGateFallback) {
+		if e.rec != nil && e.rec.gaveBack() {
+			// The file lacks pages the load gave back: it cannot be
+			// loaded again. Only a llama.cpp that reads what it does not
+			// announce gets here.
+			f.Close()
+			return nil, fmt.Errorf("%w, and pages of the file were given back already: load the model again, with Options.KeepPages", lerr)
+		}
+		early = false // loaded again below, from the complete file
 	}
 	if !early {
 		if m != nil {
@@ -252,6 +262,7 @@ func (e *EarlyLoad) stop() {
 // load waits for the GGUF header and loads llama.cpp from the file,
 // gating its reads of the weights.
 func (e *EarlyLoad) load() {
+	defer close(e.ended)
 	n, err := HeaderSize(prefixReader{e}, e.size)
 	if err == nil {
 		err = e.waitFor(n)
@@ -262,7 +273,7 @@ func (e *EarlyLoad) load() {
 	}
 	e.mu.Lock()
 	w := &writing{
-		wait: e.waitFor, written: e.written, released: e.verified, onWait: e.onWait,
+		wait: e.waitFor, written: e.written, released: e.verified, onWait: e.onWait, onStart: e.onStart,
 		watching: func(r *repackLog) {
 			e.mu.Lock()
 			e.rec = r

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/memload/memload/internal/testutil"
 	"github.com/memload/memload/memfd"
 )
@@ -243,7 +245,7 @@ func q4kmModel(t *testing.T, arch string) string {
 // written once the gate is seen waiting for it, so llama.cpp surely
 // waits for every repacked tensor it reads before the file has it. Once
 // the load has ended, it writes the rest. It returns the steps written.
-func (w *earlyWriter) onDemand(loaded <-chan struct{}) int {
+func (w *earlyWriter) onDemand() int {
 	w.t.Helper()
 	waits, done := make(chan int64), make(chan struct{})
 	defer close(done)
@@ -267,7 +269,7 @@ func (w *earlyWriter) onDemand(loaded <-chan struct{}) int {
 			if w.verify {
 				w.e.Verified(end)
 			}
-		case <-loaded:
+		case <-w.e.ended:
 			w.write(at, len(w.data))
 			return steps
 		case <-time.After(time.Minute):
@@ -323,11 +325,10 @@ func testEarlyLoadGated(t *testing.T, variant string) {
 			want := chat(t, loadModel(t, path), hello, greedy(24))
 
 			fds := testutil.OpenFDs(t)
-			logger, loaded := onLoaded()
-			e := NewEarlyLoad(context.Background(), testOptions, func(o *Options) { o.Logger = logger })
+			e := NewEarlyLoad(context.Background(), testOptions)
 			w := newEarlyWriter(t, path, e)
 			w.verify = true
-			steps := w.onDemand(loaded)
+			steps := w.onDemand()
 			m, err := e.Finish(w.f, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -355,10 +356,9 @@ func testEarlyLoadGated(t *testing.T, variant string) {
 		want := chat(t, loadModel(t, path), hello, greedy(24))
 		gateOff = true
 		defer func() { gateOff = false }()
-		logger, loaded := onLoaded()
-		e := NewEarlyLoad(context.Background(), testOptions, func(o *Options) { o.Logger = logger })
+		e := NewEarlyLoad(context.Background(), testOptions)
 		w := newEarlyWriter(t, path, e)
-		if steps := w.onDemand(loaded); steps != 0 {
+		if steps := w.onDemand(); steps != 0 {
 			t.Errorf("the gate, turned off, waited %d times", steps)
 		}
 		m, err := e.Finish(w.f, nil)
@@ -370,4 +370,136 @@ func testEarlyLoadGated(t *testing.T, variant string) {
 			t.Errorf("without the gate, the model still answers %v", got.tokens)
 		}
 	})
+}
+
+// TestEarlyLoadFallback makes the gate's guard doubt, through lines
+// injected into llama.cpp's log as llama.cpp starts loading: a weight
+// buffer whose reads are not announced makes llama.cpp wait for the whole
+// file before it reads anything; a repack buffer whose size the announced
+// tensors do not add up to makes the load end and run again after the
+// last byte. Either way the model answers as one loaded after the
+// writing, and Stats says why.
+func TestEarlyLoadFallback(t *testing.T) {
+	path := q4kmModel(t, "qwen2")
+	want := chat(t, loadModel(t, path), hello, greedy(24))
+	for _, tc := range []struct {
+		name, line string
+		verify     bool // pages are given back during the load
+		early      bool
+		why        string
+	}{
+		{"unannounced buffer", "load_tensors: CPU_KLEIDIAI model buffer size =     1.00 MiB", true, true, "CPU_KLEIDIAI"},
+		{"sizes do not add up", "load_tensors:   CPU_REPACK model buffer size =     1.00 MiB", false, false, "CPU_REPACK"},
+		// Pages given back during the load cannot be loaded again: the
+		// guard's doubt after the load is then an error, never a model
+		// computing from zeros.
+		{"sizes do not add up, pages given back", "load_tensors:   CPU_REPACK model buffer size =     1.00 MiB", true, false, "CPU_REPACK"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := NewEarlyLoad(context.Background(), testOptions)
+			e.onStart = func() { logText(ggmlLogWarn-1, tc.line+"\n") }
+			w := newEarlyWriter(t, path, e)
+			w.verify = tc.verify
+			steps := w.onDemand()
+			m, err := e.Finish(w.f, nil)
+			if !tc.early && tc.verify {
+				if m != nil || err == nil || !strings.Contains(err.Error(), "given back") {
+					t.Fatalf("Finish = %v, %v; want an error saying pages were given back", m, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			st := e.Stats()
+			t.Logf("%d steps, %+v", steps, st)
+			if st.Early != tc.early || st.Gated || !strings.Contains(st.Fallback, tc.why) {
+				t.Errorf("Stats = %+v; want Early %v, not gated, a Fallback naming %s", st, tc.early, tc.why)
+			}
+			if tc.early && (steps != 1 || st.Waits != 1) {
+				t.Errorf("%d steps, %d waits; want one wait, for the whole file", steps, st.Waits)
+			}
+			if got := chat(t, m, hello, greedy(24)); !slices.Equal(got.tokens, want.tokens) {
+				t.Errorf("the model answers %v, want %v", got.tokens, want.tokens)
+			}
+		})
+	}
+}
+
+// TestEarlyLoadGatedUnused ends the writing while llama.cpp waits at the
+// gate: the writing fails, is cancelled, or starts over in another file.
+// The waiting load ends, nothing of it is handed out or left behind (no
+// mapping, descriptor or goroutine), and a writing started over gives the
+// model of the second file.
+func TestEarlyLoadGatedUnused(t *testing.T) {
+	path := q4kmModel(t, "qwen2")
+	want := chat(t, loadModel(t, path), hello, greedy(24))
+	// firstWait writes up to the first tensor llama.cpp waits for, and
+	// returns once it waits there.
+	firstWait := func(t *testing.T, w *earlyWriter) {
+		t.Helper()
+		waits := make(chan int64, 1)
+		w.e.onWait = func(end int64) {
+			select {
+			case waits <- end:
+			default:
+			}
+		}
+		w.write(0, min(int(HeaderEnd(t, w.data))+64<<10, len(w.data)))
+		select {
+		case <-waits:
+		case <-time.After(time.Minute):
+			t.Fatal("llama.cpp did not wait at the gate within a minute")
+		}
+	}
+	for _, how := range []string{"failed", "cancelled", "started over"} {
+		t.Run(how, func(t *testing.T) {
+			leaks := goleak.IgnoreCurrent()
+			fds := testutil.OpenFDs(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			e := NewEarlyLoad(ctx, testOptions)
+			w := newEarlyWriter(t, path, e)
+			firstWait(t, w)
+			var m *Model
+			var err error
+			switch how {
+			case "failed":
+				failed := errors.New("the download failed")
+				m, err = e.Finish(nil, failed)
+				if m != nil || !errors.Is(err, failed) {
+					t.Fatalf("Finish = %v, %v; want %v", m, err, failed)
+				}
+			case "cancelled":
+				cancel()
+				<-e.ended // the load ends on the cancel alone
+				m, err = e.Finish(nil, ctx.Err())
+				if m != nil || !errors.Is(err, context.Canceled) {
+					t.Fatalf("Finish = %v, %v; want %v", m, err, context.Canceled)
+				}
+			case "started over":
+				second := newEarlyWriter(t, path, e)
+				second.write(0, len(second.data))
+				<-e.ended // the load of the first file ends on the switch alone
+				m, err = e.Finish(second.f, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st := e.Stats(); st.Early {
+					t.Errorf("Stats = %+v: the first file's load was handed out", st)
+				}
+				if got := chat(t, m, hello, greedy(24)); !slices.Equal(got.tokens, want.tokens) {
+					t.Errorf("the model answers %v, want %v", got.tokens, want.tokens)
+				}
+				m.Close()
+			}
+			w.f.Close()
+			if maps, err := os.ReadFile("/proc/self/maps"); err != nil || strings.Contains(string(maps), "memfd:early.gguf") {
+				t.Errorf("a model of the writing is still mapped (%v)", err)
+			}
+			testutil.CheckFDs(t, fds)
+			goleak.VerifyNone(t, leaks)
+		})
+	}
 }

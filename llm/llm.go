@@ -199,6 +199,7 @@ type writing struct {
 	written  func() int64          // bytes written so far
 	released int64                 // bytes whose pages may be given back now
 	onWait   func(end int64)       // tests: llama.cpp waits at the gate
+	onStart  func()                // tests: the session has begun
 	// watching is told of the load's repack watcher, so that pages are
 	// given back as the writer releases them.
 	watching func(*repackLog)
@@ -257,6 +258,9 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, pages pag
 	}
 	s.begin()
 	defer s.end()
+	if w != nil && w.onStart != nil {
+		w.onStart()
+	}
 	o.Logger.Debug("llm: loading", "path", path, "arch", arch, "bytes", size, "template", tmpl.name,
 		"threads", o.Threads, "context", ctxSize, "mmap", !o.NoMmap, "repack", !o.NoRepack, "system", l.String())
 

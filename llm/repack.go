@@ -140,6 +140,13 @@ func (r *repackLog) given() int64 {
 	return n
 }
 
+// gaveBack reports whether any page was given back.
+func (r *repackLog) gaveBack() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.done) > 0
+}
+
 // drop forgets the pages waiting to be given back (a failed load).
 func (r *repackLog) drop() {
 	r.mu.Lock()
