@@ -58,7 +58,7 @@ func (s *loadSession) end() { current.Store(&loadSession{logger: s.logger}) }
 
 // line sees one whole line of llama.cpp's log, at its level.
 func (s *loadSession) line(level slog.Level, line string) {
-	if level >= slog.LevelWarn && (s.gate != nil || s.repack != nil || s.kv != nil) {
+	if level >= slog.LevelWarn {
 		s.mu.Lock()
 		if len(s.lines) == 4 {
 			s.lines = s.lines[1:]
