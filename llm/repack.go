@@ -18,6 +18,12 @@ package llm
 // A punched page reads as zeros: were llama.cpp to read one, its answers
 // would change. TestGiveBack compares greedy answers with and without.
 //
+// A load that starts while the file is written (EarlyLoad) repacks tensors
+// before the writer is done with them: s3load reads its destination back
+// to hash it. Their pages are then given back only once the writer has
+// released them (EarlyLoad.Verified, or Finish); until then the punches
+// wait in a list.
+//
 // The kernel refuses to punch a memfd sealed with F_SEAL_WRITE: a file to
 // give pages back from must be sealed after the load, if at all
 // (s3load.Options.NoSeal).

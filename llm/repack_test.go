@@ -42,19 +42,24 @@ func testGiveBack(t *testing.T, variant string) {
 			cfg.Quant, cfg.Embedding, cfg.FeedForward = testutil.Q4KM, 256, 512
 			path := testutil.TinyModelWith(t, cfg)
 
-			load := func(keep bool) (*Model, transcript) {
+			load := func(opt func(*Options)) (*Model, transcript) {
 				f := memfdCopy(t, path)
-				m, err := LoadFile(context.Background(), f, testOptions, func(o *Options) { o.KeepRepacked = keep })
+				m, err := LoadFile(context.Background(), f, testOptions, opt)
 				if err != nil {
 					t.Fatal(err)
 				}
 				t.Cleanup(func() { m.Close() })
 				return m, chat(t, m, hello, greedy(24))
 			}
-			kept, want := load(true)
-			given, got := load(false)
+			kept, want := load(func(o *Options) { o.KeepRepacked = true })
+			given, got := load(func(*Options) {})
+			pages, same := load(func(o *Options) { o.KeepPages = true })
 			if kept.GivenBack() != 0 {
 				t.Errorf("%s: KeepRepacked gave back %d bytes", variant, kept.GivenBack())
+			}
+			if pages.GivenBack() != 0 || pages.kvGiven != 0 || !slices.Equal(same.tokens, want.tokens) {
+				t.Errorf("%s: KeepPages gave back %d bytes of the memfd, %d of the KV cache, answered %v (want %v)",
+					variant, pages.GivenBack(), pages.kvGiven, same.tokens, want.tokens)
 			}
 			fi, _ := os.Stat(path)
 			t.Logf("%s %s: %d of %d bytes given back", variant, arch, given.GivenBack(), fi.Size())
