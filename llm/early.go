@@ -108,7 +108,8 @@ var errNoMore = errors.New("llm: the file's writing ended before these bytes cam
 
 // NewEarlyLoad returns an EarlyLoad of a model to be loaded with the
 // options optFns set, as [LoadFile]'s. ctx bounds the wait for the file's
-// bytes; a llama.cpp load in progress cannot be interrupted.
+// bytes: cancelling it ends a llama.cpp load waiting at a tensor, as a
+// failed or restarted writing does.
 func NewEarlyLoad(ctx context.Context, optFns ...func(*Options)) *EarlyLoad {
 	o := options(optFns)
 	return &EarlyLoad{
