@@ -235,7 +235,7 @@ func TestEarlyLoadUnused(t *testing.T) {
 // q4kmModel returns a tiny Q4_K_M model of arch, whose Q4_K matrices
 // llama.cpp repacks with AVX2.
 func q4kmModel(t *testing.T, arch string) string {
-	cfg := testutil.TinyConfig(arch)
+	cfg := testutil.TinyConfig(strings.Fields(arch)[0])
 	cfg.Quant, cfg.Embedding, cfg.FeedForward = testutil.Q4KM, 256, 512
 	return testutil.TinyModelWith(t, cfg)
 }
@@ -319,10 +319,17 @@ func testEarlyLoadGated(t *testing.T, variant string) {
 	if lib.variant != variant {
 		t.Fatalf("llama.cpp picked %s, want %s", lib.variant, variant)
 	}
-	for _, arch := range []string{"qwen2", "llama"} {
+	for _, arch := range []string{"qwen2", "llama", "qwen2 tied"} {
 		t.Run(arch, func(t *testing.T) {
 			path := q4kmModel(t, arch)
-			want := chat(t, loadModel(t, path), hello, greedy(24))
+			if arch == "qwen2 tied" {
+				// token_embd.weight is repacked as the output, and read
+				// from the mapping as the input: its pages must stay.
+				cfg := testutil.TinyConfig("qwen2")
+				cfg.Quant, cfg.Embedding, cfg.FeedForward = testutil.Q4KM, 256, 512
+				path = testutil.TiedModelWith(t, cfg)
+			}
+			want := chat(t, loadModel(t, path, func(o *Options) { o.KeepPages = true }), hello, greedy(24))
 
 			fds := testutil.OpenFDs(t)
 			e := NewEarlyLoad(context.Background(), testOptions)

@@ -28,6 +28,12 @@ var (
 	// MiB", one line per weight buffer, before any tensor is read.
 	modelBufferLine = regexp.MustCompile(`load_tensors: +(\S+) model buffer size = +([0-9.]+) MiB$`)
 
+	// llama-model-loader.cpp create_tensor: "%s: loading tensor %s", for
+	// each tensor the model's code creates: twice for one it uses twice
+	// (TENSOR_DUPLICATED: token_embd.weight as the output of a model
+	// with tied embeddings), from the mapping and from a repack buffer.
+	createTensorLine = regexp.MustCompile(`create_tensor: loading tensor (\S+)$`)
+
 	// llama-kv-cache.cpp: "%s: %10s KV buffer size = %8.2f MiB".
 	kvBufferLine = regexp.MustCompile(`KV buffer size = +([0-9.]+) MiB`)
 )
@@ -45,6 +51,15 @@ func parseRepack(line string) (repackMatch, bool) {
 		return repackMatch{}, false
 	}
 	return repackMatch{tensor: m[2], amx: m[1] != "", kind: m[3] + m[4]}, true
+}
+
+// parseCreateTensor returns the tensor of a create_tensor line.
+func parseCreateTensor(line string) (string, bool) {
+	m := createTensorLine.FindStringSubmatch(line)
+	if m == nil {
+		return "", false
+	}
+	return m[1], true
 }
 
 // parseModelBuffer returns the buffer type and size (to 0.01 MiB) of a

@@ -185,7 +185,7 @@ func TestLogPatterns(t *testing.T) {
 			}
 			defer f.Close()
 			g := newGate(h, func(int64) error { return nil }, func() int64 { return h.Size })
-			repacks, buffers, kv := 0, 0, 0
+			repacks, buffers, kv, created := 0, 0, 0, map[string]int{}
 			sc := bufio.NewScanner(f)
 			for sc.Scan() {
 				line := sc.Text()
@@ -210,6 +210,11 @@ func TestLogPatterns(t *testing.T) {
 				} else if ok {
 					buffers++
 				}
+				if name, ok := parseCreateTensor(line); ok != strings.Contains(line, "create_tensor: loading tensor") || ok && name == "" {
+					t.Errorf("parseCreateTensor(%q) = %q, %v", line, name, ok)
+				} else if ok {
+					created[name]++
+				}
 				if n, ok := parseKVBuffer(line); ok != strings.Contains(line, "KV buffer size") || ok && n <= 0 {
 					t.Errorf("parseKVBuffer(%q) = %d, %v", line, n, ok)
 				} else if ok {
@@ -228,6 +233,12 @@ func TestLogPatterns(t *testing.T) {
 			// but token_embd; AMX takes its Q6_K ones too.
 			if want := map[bool]int{true: 12, false: 0}[g.buffers["CPU_REPACK"] > 0]; variant != "amx" && repacks != want {
 				t.Errorf("%d repack lines, want %d", repacks, want)
+			}
+			// Each tensor of the file is created once.
+			for name := range g.spans {
+				if variant != "amx" && created[name] != 1 {
+					t.Errorf("%s created %d times", name, created[name])
+				}
 			}
 			if variant == "amx" && repacks != 15 {
 				t.Errorf("%d AMX repack lines, want 15", repacks)

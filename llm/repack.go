@@ -17,6 +17,10 @@ package llm
 //
 // A punched page reads as zeros: were llama.cpp to read one, its answers
 // would change. TestGiveBack compares greedy answers with and without.
+// So a tensor llama.cpp creates twice (logged twice as "loading tensor")
+// keeps its pages: a model with tied embeddings uses token_embd.weight
+// repacked as its output, and by row from the mapping as its input
+// (TestGiveBackTied). A tensor not seen created at all keeps them too.
 //
 // A load that starts while the file is written (EarlyLoad) repacks tensors
 // before the writer is done with them: s3load reads its destination back
@@ -53,6 +57,7 @@ type repackLog struct {
 	page    int64
 
 	mu       sync.Mutex
+	created  map[string]int // times llama.cpp created each tensor
 	repacked map[string]bool
 	last     string // the tensor being repacked
 	released int64  // bytes [0, released) may be given back
@@ -66,7 +71,8 @@ type repackLog struct {
 // only once release says so: a writer may still read them back (s3load
 // hashes what it wrote).
 func watchRepack(f pageFile, h *gguf.Header, released int64) *repackLog {
-	r := &repackLog{f: f, tensors: map[string]span{}, repacked: map[string]bool{}, page: int64(os.Getpagesize()), released: released}
+	r := &repackLog{f: f, tensors: map[string]span{}, created: map[string]int{}, repacked: map[string]bool{},
+		page: int64(os.Getpagesize()), released: released}
 	for _, t := range h.Tensors {
 		off := h.DataOffset + int64(t.Offset)
 		r.tensors[t.Name] = span{off, off + int64(t.Bytes)}
@@ -76,6 +82,12 @@ func watchRepack(f pageFile, h *gguf.Header, released int64) *repackLog {
 
 // logLine sees one line of llama.cpp's log.
 func (r *repackLog) logLine(line string) {
+	if name, ok := parseCreateTensor(line); ok {
+		r.mu.Lock()
+		r.created[name]++
+		r.mu.Unlock()
+		return
+	}
 	m, ok := parseRepack(line)
 	if !ok {
 		return
@@ -85,7 +97,7 @@ func (r *repackLog) logLine(line string) {
 	if _, ok := r.tensors[m.tensor]; !ok {
 		return
 	}
-	if r.last != "" {
+	if r.last != "" && r.created[r.last] == 1 {
 		s := r.tensors[r.last]
 		r.punch(s.off, s.end)
 	}
@@ -104,7 +116,7 @@ func (r *repackLog) finish(h *gguf.Header) (int64, error) {
 	}
 	keep := []span{{0, h.DataOffset}}
 	for name, s := range r.tensors {
-		if !r.repacked[name] {
+		if !r.repacked[name] || r.created[name] != 1 {
 			keep = append(keep, s)
 		}
 	}

@@ -120,3 +120,25 @@ func testGiveBack(t *testing.T, variant string) {
 		}
 	})
 }
+
+// TestGiveBackTied loads a model with tied embeddings: llama.cpp uses
+// token_embd.weight by row from the mapping and, repacked, as the output
+// matrix, and announces its repacking. Its pages must stay: the answers
+// with pages given back are those with every page kept.
+func TestGiveBackTied(t *testing.T) {
+	cfg := testutil.TinyConfig("qwen2")
+	cfg.Quant, cfg.Embedding, cfg.FeedForward = testutil.Q4KM, 256, 512
+	path := testutil.TiedModelWith(t, cfg)
+	load := func(opt func(*Options)) transcript {
+		m, err := LoadFile(context.Background(), memfdCopy(t, path), testOptions, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		return chat(t, m, hello, greedy(24))
+	}
+	want := load(func(o *Options) { o.KeepPages = true })
+	if got := load(func(*Options) {}); len(want.tokens) < 8 || !slices.Equal(got.tokens, want.tokens) {
+		t.Errorf("with the pages given back %v, kept %v", got.tokens, want.tokens)
+	}
+}
