@@ -19,7 +19,7 @@ package llm
 //   - Before the first tensor, every weight buffer llama.cpp logged must be
 //     of a type whose reads are announced: CPU_Mapped (not read), CPU_REPACK,
 //     and AMX if the model holds no matrix AMX would copy unannounced
-//     (F16, BF16: a plain memcpy). Any other (KleidiAI on arm64, a buffer
+//     (F16 with a plain memcpy; BF16 too, for safety). Any other (KleidiAI on arm64, a buffer
 //     of a later release) is a doubt.
 //   - A repack line naming no tensor of the file is a doubt.
 //   - After the last tensor, the bytes announced must add up to the
@@ -44,13 +44,12 @@ var errGateFallback = errors.New("llm: the gated load's reads did not add up")
 
 // ggml types, as in the GGUF tensor table.
 const (
-	typeF32  = 0
 	typeF16  = 1
 	typeBF16 = 30
 )
 
 // amxKernelTypes are the types AMX repacks, announcing each
-// (amx/common.h qtype_has_amx_kernels); it copies others unannounced.
+// (amx/common.h qtype_has_amx_kernels).
 var amxKernelTypes = map[uint32]bool{2: true, 3: true, 8: true, 12: true, 13: true, 14: true, 23: true}
 
 // gateOff turns the gate's waiting off, for the test that shows the gate
@@ -153,8 +152,10 @@ func (g *gate) check() string {
 		switch name {
 		case "CPU_Mapped", "CPU_REPACK":
 		case "AMX":
+			// AMX takes F16 matrices too (amx.cpp supports_op), and
+			// copies them without a log line; BF16 for safety.
 			for _, t := range g.tensors {
-				if len(t.Dims) >= 2 && t.Type != typeF32 && !amxKernelTypes[t.Type] {
+				if len(t.Dims) >= 2 && (t.Type == typeF16 || t.Type == typeBF16) {
 					return fmt.Sprintf("AMX would copy %s (type %d) without a log line", t.Name, t.Type)
 				}
 			}

@@ -264,3 +264,36 @@ func TestLogPatterns(t *testing.T) {
 		})
 	}
 }
+
+// TestGateCheck gives the gate's guard the weight buffers llama.cpp could
+// log before its first tensor: only those whose reads are all announced
+// let the load go ahead of the writing.
+func TestGateCheck(t *testing.T) {
+	q4 := gguf.TensorInfo{Name: "blk.0.attn_q.weight", Dims: []uint64{256, 256}, Type: 12, Bytes: 36864}
+	f16 := gguf.TensorInfo{Name: "blk.0.attn_k.weight", Dims: []uint64{256, 256}, Type: 1, Offset: 36864, Bytes: 131072}
+	norm := gguf.TensorInfo{Name: "blk.0.attn_norm.weight", Dims: []uint64{256}, Type: 0, Offset: 167936, Bytes: 1024}
+	for _, tc := range []struct {
+		name    string
+		tensors []gguf.TensorInfo
+		buffers map[string]int64
+		doubt   string // in the reason, or "" for none
+	}{
+		{"repack", []gguf.TensorInfo{q4, f16, norm}, map[string]int64{"CPU_Mapped": 1, "CPU_REPACK": 1}, ""},
+		{"AMX, quantized", []gguf.TensorInfo{q4, norm}, map[string]int64{"CPU_Mapped": 1, "AMX": 1}, ""},
+		{"AMX, an F16 matrix", []gguf.TensorInfo{q4, f16, norm}, map[string]int64{"CPU_Mapped": 1, "AMX": 1}, "AMX would copy blk.0.attn_k.weight"},
+		{"KleidiAI", []gguf.TensorInfo{q4}, map[string]int64{"CPU_Mapped": 1, "CPU_KLEIDIAI": 1}, "CPU_KLEIDIAI"},
+		{"a host buffer", []gguf.TensorInfo{q4}, map[string]int64{"CPU": 1}, "the CPU buffer"},
+		{"no buffer lines", []gguf.TensorInfo{q4}, nil, "no model buffer sizes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &gguf.Header{Tensors: tc.tensors, DataOffset: 4096, Size: 4096 + 168960}
+			g := newGate(h, func(int64) error { return nil }, func() int64 { return 0 })
+			for k, v := range tc.buffers {
+				g.buffers[k] = v
+			}
+			if got := g.check(); tc.doubt == "" && got != "" || tc.doubt != "" && !strings.Contains(got, tc.doubt) {
+				t.Errorf("check() = %q, want %q", got, tc.doubt)
+			}
+		})
+	}
+}
