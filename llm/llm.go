@@ -297,13 +297,16 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, pages pag
 	}
 	aborts.Store(m.abortID, m.abort)
 	cp.AbortCallback, cp.AbortCallbackData = abortCallback(), m.abortID
+	var kv *kvLog
 	if !o.KeepPages {
-		s.kv = watchKV()
+		kv = watchKV()
+		s.kv.Store(kv)
 	}
 	m.lctx, err = llama.InitFromModel(model, cp)
-	if err == nil && s.kv != nil {
+	s.kv.Store(nil)
+	if err == nil && kv != nil {
 		var kerr error
-		if m.kvGiven, kerr = s.kv.finish(); kerr != nil {
+		if m.kvGiven, kerr = kv.finish(); kerr != nil {
 			o.Logger.Debug("llm: the empty KV cache's pages are kept", "err", kerr)
 		}
 	}

@@ -31,7 +31,9 @@ type loadSession struct {
 	logger *slog.Logger
 	gate   *gate      // nil unless the file is still being written
 	repack *repackLog // nil unless pages of repacked tensors are given back
-	kv     *kvLog     // set while the context is created, if its pages are given back
+	// kv is set while the context is created, if its pages are given
+	// back: after begin, so atomically, as other threads may log.
+	kv atomic.Pointer[kvLog]
 
 	mu    sync.Mutex
 	lines []string // llama.cpp's last warnings and errors
@@ -74,8 +76,8 @@ func (s *loadSession) line(level slog.Level, line string) {
 	if s.repack != nil {
 		s.repack.logLine(line)
 	}
-	if s.kv != nil {
-		s.kv.logLine(line)
+	if kv := s.kv.Load(); kv != nil {
+		kv.logLine(line)
 	}
 	s.logger.Log(context.Background(), level, "llama.cpp: "+line)
 }
