@@ -27,8 +27,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/memload/memload/memfd"
 )
 
@@ -307,14 +305,6 @@ type fdPages struct {
 }
 
 func (p fdPages) Size() int64 { return p.size }
-
-func (p fdPages) PunchHole(off, n int64) error {
-	err := unix.Fallocate(int(p.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
-	if errors.Is(err, unix.EPERM) {
-		return &os.PathError{Op: "punch hole", Path: p.f.Name(), Err: memfd.ErrSealed}
-	}
-	return err
-}
 
 // prefixReader reads the file being written, each read once the bytes it
 // asks for are in place.
