@@ -22,10 +22,10 @@ package llm
 //     (F16 with a plain memcpy; BF16 too, for safety). Any other (KleidiAI on arm64, a buffer
 //     of a later release) is a doubt.
 //   - A repack line naming no tensor of the file is a doubt.
-//   - After the last tensor, the bytes announced must add up to the
-//     buffer sizes llama.cpp logged: fewer means a tensor was read
-//     unannounced, perhaps before its bytes came, and the load is aborted
-//     and done again after the last byte (errGateFallback). llama.cpp logs
+//   - Once llama.cpp has loaded the model, the bytes announced must add up
+//     to the buffer sizes it logged: fewer means a tensor was read
+//     unannounced, perhaps before its bytes came, and the model is freed
+//     and loaded again after the last byte (errGateFallback). llama.cpp logs
 //     sizes to 0.01 MiB, so a tensor under 5 KiB could hide in the
 //     rounding; the buffer check before the load is what rules those out.
 // llama.cpp's check_tensors, which reads every tensor, is never set here.
@@ -56,6 +56,7 @@ var amxKernelTypes = map[uint32]bool{2: true, 3: true, 8: true, 12: true, 13: tr
 // is needed.
 var gateOff bool
 
+// gate holds one load's reads of repacked tensors until they are written.
 type gate struct {
 	tensors map[string]gguf.TensorInfo
 	spans   map[string]span
@@ -120,9 +121,9 @@ func (g *gate) logLine(line string) {
 	}
 }
 
-// progress is called before each tensor, and once after the last with
-// done = 1; false aborts the load.
-func (g *gate) progress(done float32) bool {
+// progress is called before each tensor, and once after the last; false
+// aborts the load.
+func (g *gate) progress() bool {
 	if !g.started {
 		g.started = true
 		if why := g.check(); why != "" {
@@ -131,16 +132,17 @@ func (g *gate) progress(done float32) bool {
 			g.allAtStart = true
 		}
 	}
-	if g.err != nil {
-		return false
+	return g.err == nil
+}
+
+// verdict is called once llama.cpp has loaded the model: errGateFallback
+// if the bytes announced do not add up to the buffers logged.
+func (g *gate) verdict() error {
+	if why := g.addUp(); why != "" {
+		g.fallback = why
+		return fmt.Errorf("%w: %s", errGateFallback, why)
 	}
-	if done >= 1 {
-		if why := g.addUp(); why != "" {
-			g.fallback, g.err = why, errGateFallback
-			return false
-		}
-	}
-	return true
+	return nil
 }
 
 // check returns a doubt about the buffers llama.cpp logged, or "".

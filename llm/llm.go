@@ -277,13 +277,18 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, pages pag
 	mp.ProgressCallback, mp.ProgressCallbackUserData = progressCallback(), s.id
 	model, err := llama.ModelLoadFromFile(path, mp)
 	if err != nil {
-		if s.repack != nil {
-			s.repack.drop()
-		}
+		s.repack.drop()
 		if g := s.gate; g != nil && g.err != nil {
 			return nil, fmt.Errorf("llm: the load of %s stopped: %w", path, g.err)
 		}
 		return nil, fmt.Errorf("llm: llama.cpp could not load %s%s: %w", path, s.why(), err)
+	}
+	if s.gate != nil {
+		if err := s.gate.verdict(); err != nil {
+			llama.ModelFree(model)
+			s.repack.drop()
+			return nil, fmt.Errorf("llm: %s: %w", path, err)
+		}
 	}
 	cp := llama.ContextDefaultParams()
 	cp.NCtx, cp.NBatch, cp.NUbatch, cp.NSeqMax = uint32(ctxSize), uint32(batch), uint32(batch), 1
@@ -313,9 +318,7 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, pages pag
 	if err != nil {
 		aborts.Delete(m.abortID)
 		llama.ModelFree(model)
-		if s.repack != nil {
-			s.repack.drop()
-		}
+		s.repack.drop()
 		return nil, fmt.Errorf("llm: %s: llama.cpp could not create a context of %d tokens%s: %w", path, ctxSize, s.why(), err)
 	}
 	// llama.cpp pads the context (to 256 tokens); the window is the one

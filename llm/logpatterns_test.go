@@ -198,7 +198,7 @@ func TestLogPatterns(t *testing.T) {
 				}
 				if isRepack {
 					if !g.started {
-						g.progress(0) // llama.cpp calls it before each tensor
+						g.progress() // llama.cpp calls it before each tensor
 					}
 					repacks++
 					if _, ok := g.spans[m.tensor]; !ok || m.kind == "" || m.amx != strings.Contains(line, "amx") {
@@ -222,7 +222,7 @@ func TestLogPatterns(t *testing.T) {
 				}
 				g.logLine(line)
 			}
-			if !g.progress(1) || g.fallback != "" {
+			if err := g.verdict(); err != nil || g.fallback != "" {
 				t.Errorf("replayed, the guard doubts: %s", g.fallback)
 			}
 			t.Logf("%s: %d repack lines, %d buffer lines, %d KV lines; buffers %v", variant, repacks, buffers, kv, g.buffers)
@@ -251,13 +251,13 @@ func TestLogPatterns(t *testing.T) {
 				g, dropped := newGate(h, func(int64) error { return nil }, func() int64 { return h.Size }), false
 				for sc := bufio.NewScanner(f); sc.Scan(); {
 					if _, ok := parseRepack(sc.Text()); ok && !dropped {
-						g.progress(0)
+						g.progress()
 						dropped = true
 						continue
 					}
 					g.logLine(sc.Text())
 				}
-				if g.progress(1) || g.fallback == "" {
+				if g.verdict() == nil || g.fallback == "" {
 					t.Error("replayed without its first repack line, the guard does not doubt")
 				}
 			}

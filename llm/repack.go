@@ -167,6 +167,9 @@ func (r *repackLog) gaveBack() bool {
 
 // drop forgets the pages waiting to be given back (a failed load).
 func (r *repackLog) drop() {
+	if r == nil {
+		return
+	}
 	r.mu.Lock()
 	r.pending = nil
 	r.mu.Unlock()

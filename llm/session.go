@@ -68,8 +68,9 @@ func (s *loadSession) line(level slog.Level, line string) {
 		s.lines = append(s.lines, line)
 		s.mu.Unlock()
 	}
-	// The gate first: it may wait for the tensor's bytes, and give back
-	// the previous tensor's pages only once this one is announced.
+	// The gate first: a repack line returns from it only once the
+	// tensor's bytes are written; the repack watcher then gives back the
+	// pages of the tensor repacked before.
 	if s.gate != nil {
 		s.gate.logLine(line)
 	}
@@ -83,7 +84,7 @@ func (s *loadSession) line(level slog.Level, line string) {
 }
 
 // why returns llama.cpp's last warnings and errors of the session, to end
-// an error with: ": " and the lines, or "" if there were none.
+// an error with, or where to find them if there were none.
 func (s *loadSession) why() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -95,11 +96,11 @@ func (s *loadSession) why() string {
 
 // progress is llama.cpp's progress callback, called before each tensor
 // is loaded: false aborts the load.
-func (s *loadSession) progress(done float32) bool {
+func (s *loadSession) progress() bool {
 	if s.gate == nil {
 		return true
 	}
-	return s.gate.progress(done)
+	return s.gate.progress()
 }
 
 var logLine struct {
@@ -130,12 +131,12 @@ var logCallback = sync.OnceValue(func() uintptr {
 // pointer, which is only ever the current session's id, never a Go
 // pointer.
 var progressCallback = sync.OnceValue(func() uintptr {
-	return purego.NewCallback(func(done float32, id uintptr) uintptr {
+	return purego.NewCallback(func(_ float32, id uintptr) uintptr {
 		s := current.Load()
 		if s.id != id {
 			return 1
 		}
-		if s.progress(done) {
+		if s.progress() {
 			return 1
 		}
 		return 0
