@@ -47,7 +47,8 @@ import (
 // The memfd's pages of the tensors llama.cpp repacked are given back
 // (see [Options.KeepRepacked]) once the writer will not read them again:
 // call [EarlyLoad.Verified] as it verifies them, or they are given back
-// at Finish.
+// at Finish. Loads in a process run one at a time: another Load waits
+// while this one waits for the writer.
 type EarlyLoad struct {
 	ctx    context.Context
 	eager  bool // start llama.cpp's load before the writing ends
