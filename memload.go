@@ -40,9 +40,11 @@ type Options struct {
 	Logger *slog.Logger
 
 	// S3Options configure the download (part size, concurrency, retries,
-	// Progress, RestartOnChange, ...), applied after Load's own settings.
-	// Load sets SHA256 and NoSeal, and chains its OnPrefix after the one
-	// given here.
+	// Progress, RestartOnChange, ...), applied after Load's own settings:
+	// SHA256, Logger, the memfd's Headroom, and Order, which asks for the
+	// tensors in the order llama.cpp loads them (llm.ReadOrder; set it to
+	// nil for the file's order). Load then sets NoSeal and chains its
+	// OnPrefix after the one given here.
 	S3Options []func(*s3load.Options)
 
 	// LLMOptions configure llama.cpp's load and the model (threads,
@@ -146,6 +148,7 @@ func Load(ctx context.Context, client s3load.Client, uri string, optFns ...func(
 	dl := s3load.New(client, func(so *s3load.Options) {
 		so.Logger = o.Logger
 		so.SHA256 = o.SHA256
+		so.Order = readOrder
 		if headroom > 0 {
 			so.MemfdOptions = append(so.MemfdOptions, func(m *memfd.Options) { m.Headroom = headroom })
 		}
@@ -183,6 +186,21 @@ func Load(ctx context.Context, client s3load.Client, uri string, optFns ...func(
 	}
 	st.Ready = time.Now()
 	return m, st, nil
+}
+
+// readOrder asks for the tensors in the order llama.cpp loads them, once
+// the GGUF header is in (s3load.Options.Order): a tensor the load wants
+// early but the file holds late is then fetched early.
+func readOrder(prefix io.ReaderAt, _, size int64) [][2]int64 {
+	var magic [4]byte
+	if _, err := prefix.ReadAt(magic[:], 0); err == nil && string(magic[:]) != "GGUF" {
+		return [][2]int64{} // not a model: no order to ask for, and no more asking
+	}
+	ranges, err := llm.ReadOrder(prefix, size)
+	if err != nil {
+		return nil // the header is not all in yet (or is bad, which llama.cpp's load says)
+	}
+	return ranges
 }
 
 // EstimateHeadroom estimates the memory llama.cpp allocates besides the

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -485,5 +486,88 @@ func TestEstimateHeadroom(t *testing.T) {
 	}
 	if memload.EstimateHeadroom(8192) <= memload.EstimateHeadroom(4096) {
 		t.Error("the estimate does not grow with the context")
+	}
+}
+
+// recordGETs is an HTTP transport that records the Range of every GET.
+type recordGETs struct {
+	rt     http.RoundTripper
+	mu     sync.Mutex
+	ranges []string
+}
+
+func (r *recordGETs) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method == http.MethodGet {
+		r.mu.Lock()
+		r.ranges = append(r.ranges, req.Header.Get("Range"))
+		r.mu.Unlock()
+	}
+	return r.rt.RoundTrip(req)
+}
+
+// TestLoadReadOrder checks that Load fetches the parts in the order
+// llama.cpp loads the tensors (llm.ReadOrder), not the file's: the
+// generated model holds each layer's biases last and ffn_up before
+// ffn_down, which llama.cpp creates the other way round.
+func TestLoadReadOrder(t *testing.T) {
+	const part = 16 << 10
+	model, err := os.ReadFile(tinyModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := int64(len(model))
+	ranges, err := llm.ReadOrder(bytes.NewReader(model), size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The parts holding the header first, in the file's order, then the
+	// parts in the order the ranges first name them, then any left.
+	hs, err := llm.HeaderSize(bytes.NewReader(model), size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	seen := map[int64]bool{}
+	add := func(i int64) {
+		if !seen[i] {
+			seen[i] = true
+			want = append(want, fmt.Sprintf("bytes=%d-%d", i*part, min((i+1)*part, size)-1))
+		}
+	}
+	for i := range (hs-1)/part + 1 {
+		add(i)
+	}
+	for _, r := range ranges {
+		for i := r[0] / part; i <= (r[1]-1)/part; i++ {
+			add(i)
+		}
+	}
+	for i := int64(0); i*part < size; i++ {
+		add(i)
+	}
+	var fileOrder []string
+	for i := int64(0); i*part < size; i++ {
+		fileOrder = append(fileOrder, fmt.Sprintf("bytes=%d-%d", i*part, min((i+1)*part, size)-1))
+	}
+	if slices.Equal(want, fileOrder) {
+		t.Fatal("llama.cpp's order and the file's fetch the same parts in the same order: the test would prove nothing")
+	}
+
+	rec := &recordGETs{rt: http.DefaultTransport.(*http.Transport).Clone()}
+	hc := &http.Client{Transport: rec, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	defer hc.CloseIdleConnections()
+	client := server.Client(func(o *s3.Options) { o.HTTPClient = hc })
+	m, _, err := memload.Load(context.Background(), client, "s3://models/tiny.gguf", func(o *memload.Options) {
+		// One part at a time, so that the GETs' order is the order they
+		// were chosen in.
+		o.S3Options = []func(*s3load.Options){func(so *s3load.Options) { so.PartSize, so.Concurrency = part, 1 }}
+		o.LLMOptions = []func(*llm.Options){func(lo *llm.Options) { lo.Threads, lo.ContextSize = 1, 512 }}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	if !slices.Equal(rec.ranges, want) {
+		t.Errorf("GETs in the order\n%v\nwant llama.cpp's\n%v", rec.ranges, want)
 	}
 }
