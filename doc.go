@@ -5,7 +5,8 @@
 // whole cold start, first byte to ready.
 //
 // Load owns the path from S3 to a model: the download (package s3load,
-// concurrent ranged GETs, every part checked and retried), the memfd's
+// concurrent ranged GETs, every part checked and retried, the tensors
+// fetched in the order llama.cpp loads them once the header is in), the memfd's
 // memory check with room left for llama.cpp's context, the SHA-256 checked
 // as the parts land, llama.cpp's load (package llm) started as soon as the
 // GGUF header is in where it can be, the memfd's pages of repacked weights

@@ -49,7 +49,9 @@ type Options struct {
 
 	// LLMOptions configure llama.cpp's load and the model (threads,
 	// context size, NoRepack, template, ...). Load closes the memfd once
-	// llama.cpp has mapped it, whatever CloseFile says.
+	// llama.cpp has mapped it, whatever CloseFile says. They are applied
+	// more than once (to read the context size, and by llm): keep them
+	// free of side effects.
 	LLMOptions []func(*llm.Options)
 }
 
