@@ -3,6 +3,8 @@ package s3load_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"net/http"
 	"slices"
@@ -151,3 +153,39 @@ func TestOrderNeverAnswers(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// TestOrderVerified checks that parts fetched out of the file's order, on
+// several connections at once, still make the right bytes and pass the
+// SHA-256 and S3 checksum checks, which take the parts in the file's
+// order.
+func TestOrderVerified(t *testing.T) {
+	const part = 64 << 10
+	ctx := context.Background()
+	data := testutil.RandomBytes(40*part+123, 9)
+	if err := server.Put(ctx, "models", "order-verified.bin", data); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	f, st, err := s3load.New(client()).Load(ctx, "s3://models/order-verified.bin", func(o *s3load.Options) {
+		o.PartSize, o.Concurrency, o.SHA256 = part, 4, hex.EncodeToString(sum[:])
+		o.Order = func(_ io.ReaderAt, n, size int64) [][2]int64 {
+			// The second half backwards, a part at a time.
+			var r [][2]int64
+			for off := size - 1; off >= size/2; off -= part {
+				r = append(r, [2]int64{off, off + 1})
+			}
+			return r
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got := make([]byte, len(data))
+	if _, err := f.ReadAt(got, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the loaded bytes differ from the object's (%v)", err)
+	}
+	if !strings.Contains(st.Verified, "SHA-256") || st.Parts != 41 {
+		t.Errorf("verified %q in %d parts, want SHA-256 in 41", st.Verified, st.Parts)
+	}
+}
