@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"os"
 	"slices"
 	"testing"
@@ -100,4 +101,32 @@ func TestReadOrderBadInput(t *testing.T) {
 	if r, err := llm.ReadOrder(half, int64(len(data))); err == nil || r != nil {
 		t.Errorf("half the header: %v, %v; want an error", r, err)
 	}
+}
+
+// ExampleReadOrder gives the byte ranges of a model's tensors in the order
+// llama.cpp loads them, for a download to fetch in that order
+// (s3load.Options.Order; memload.Load does).
+func ExampleReadOrder() {
+	path, cleanup := tinyModel()
+	defer cleanup()
+	f, err := os.Open(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		log.Fatal(err)
+	}
+	ranges, err := llm.ReadOrder(f, fi.Size())
+	if err != nil {
+		log.Fatal(err)
+	}
+	header, err := llm.HeaderSize(f, fi.Size())
+	if err != nil {
+		log.Fatal(err)
+	}
+	// token_embd comes first, right after the header.
+	fmt.Println(ranges[0][0] == header, ranges[len(ranges)-1][1] <= fi.Size())
+	// Output: true true
 }
