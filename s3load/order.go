@@ -80,6 +80,39 @@ func (s *schedule) prefer(ranges [][2]int64, size int64) {
 	}
 }
 
+// askOrder offers Options.Order the run of bytes in place from the start,
+// if it grew since Order was last asked, until Order answers. It is
+// called by the goroutine that finished a part, outside the locks: the
+// header a consumer parses may take a good part of a second on a busy
+// CPU, and the other parts go on meanwhile. If another goroutine is
+// asking, it returns at once; that one asks again if the run grew while
+// Order ran, and a growth it misses is offered after the next part.
+func (d *download) askOrder() {
+	if d.opts.Order == nil || d.ordered.Load() {
+		return
+	}
+	r, ok := d.w.(io.ReaderAt)
+	if !ok || !d.asking.CompareAndSwap(false, true) {
+		return
+	}
+	defer d.asking.Store(false)
+	for !d.ordered.Load() {
+		_, next := d.order.sum()
+		if next >= numParts(d.size, d.opts.PartSize) {
+			return // all in: nothing left to order
+		}
+		n := next * d.opts.PartSize // < d.size: no overflow
+		if n <= d.asked {
+			return
+		}
+		d.asked = n
+		if ranges := d.opts.Order(prefixReader{r, n}, n, d.size); ranges != nil {
+			d.ordered.Store(true)
+			d.sched.prefer(ranges, d.size)
+		}
+	}
+}
+
 // prefixReader reads bytes [0, n) of the destination, and nothing past
 // them, for Options.Order.
 type prefixReader struct {

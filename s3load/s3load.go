@@ -92,15 +92,17 @@ type Options struct {
 	OnPrefix func(w io.WriterAt, n int64)
 	// Order, if set, lets a consumer that starts on the head of the
 	// object (see OnPrefix) choose which bytes come next, such as the
-	// tensors llama.cpp loads first (llm.ReadOrder). It is called as
-	// OnPrefix is, with bytes [0, n) of the destination to read (reads
-	// past n end with io.EOF) and the object's size, until it returns
-	// ranges: [start, end) byte ranges wanted first, most wanted first.
-	// The parts that hold them and have not started are started next, in
-	// that order, as connections free up, then the rest from the start;
-	// no connection waits for an order. OnPrefix still tells only the run
-	// of bytes in place from the start. Order is not called if the
-	// destination is not an io.ReaderAt (a memfd is).
+	// tensors llama.cpp loads first (llm.ReadOrder). It is called when
+	// the run of bytes in place from the start has grown, with bytes
+	// [0, n) of the destination to read (reads past n end with io.EOF)
+	// and the object's size, until it returns ranges: [start, end) byte
+	// ranges wanted first, most wanted first. The parts that hold them
+	// and have not started are started next, in that order, then the rest
+	// from the start. Calls come from the goroutine that finished a part,
+	// never two at once, outside the load's locks: the other parts go on
+	// meanwhile, and no part waits for an order. OnPrefix still tells
+	// only the run of bytes in place from the start. Order is not called
+	// if the destination is not an io.ReaderAt (a memfd is).
 	Order func(prefix io.ReaderAt, n, size int64) [][2]int64
 	// MaxAttempts bounds the tries of each part, the first included
 	// (default DefaultMaxAttempts). A part whose body breaks is resumed
@@ -525,7 +527,9 @@ type download struct {
 	crcWant   uint64         // its value, from HeadObject
 	order     *inOrder       // the parts in place, and their CRC
 	sched     *schedule      // the parts to start
-	ordered   bool           // Options.Order has answered; under order's lock
+	asking    atomic.Bool    // a goroutine is asking Options.Order
+	asked     int64          // the prefix Order was last offered; the asker's
+	ordered   atomic.Bool    // Options.Order has answered
 	sha256    chan shaResult // the SHA-256 of the parts, when hashing
 
 	done       atomic.Int64

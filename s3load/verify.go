@@ -201,10 +201,10 @@ func (q *inOrder) done(i int64, s partSum) {
 	}
 }
 
-// onPrefix returns what tells Options.OnPrefix and Options.Order of the
-// parts in place from the first, of parts in all, or nil.
+// onPrefix returns what tells Options.OnPrefix of the parts in place from
+// the first, of parts in all, or nil.
 func (d *download) onPrefix(parts int64) func(next int64) {
-	if d.opts.OnPrefix == nil && d.opts.Order == nil {
+	if d.opts.OnPrefix == nil {
 		return nil
 	}
 	return func(next int64) {
@@ -212,15 +212,7 @@ func (d *download) onPrefix(parts int64) func(next int64) {
 		if next < parts {
 			n = next * d.opts.PartSize // < d.size: no overflow
 		}
-		if d.opts.OnPrefix != nil {
-			d.opts.OnPrefix(d.w, n)
-		}
-		if r, ok := d.w.(io.ReaderAt); ok && d.opts.Order != nil && !d.ordered && n < d.size {
-			if ranges := d.opts.Order(prefixReader{r, n}, n, d.size); ranges != nil {
-				d.ordered = true
-				d.sched.prefer(ranges, d.size)
-			}
-		}
+		d.opts.OnPrefix(d.w, n)
 	}
 }
 
