@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/memload/memload/llm"
@@ -155,7 +156,7 @@ func Load(ctx context.Context, client s3load.Client, uri string, optFns ...func(
 			so.MemfdOptions = append(so.MemfdOptions, func(m *memfd.Options) { m.Headroom = headroom })
 		}
 	})
-	f, ds, err := dl.Load(ctx, uri, append(o.S3Options, func(so *s3load.Options) {
+	f, ds, err := dl.Load(ctx, uri, append(slices.Clip(o.S3Options), func(so *s3load.Options) {
 		// Unsealed: llm gives back the memfd's pages of the weights
 		// llama.cpp repacks, which the kernel refuses on a sealed memfd.
 		// Nobody else holds the file, and it is closed after the load.
