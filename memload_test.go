@@ -571,3 +571,19 @@ func TestLoadReadOrder(t *testing.T) {
 		t.Errorf("GETs in the order\n%v\nwant llama.cpp's\n%v", rec.ranges, want)
 	}
 }
+
+// TestLoadDefaultHeadroom checks that, without Options.Headroom, Load asks
+// the memfd for room for the context the LLM options want: a context no
+// machine holds is refused before the download.
+func TestLoadDefaultHeadroom(t *testing.T) {
+	m, st, err := memload.Load(context.Background(), server.Client(), "s3://models/tiny.gguf", func(o *memload.Options) {
+		o.LLMOptions = []func(*llm.Options){func(lo *llm.Options) { lo.ContextSize = 1 << 40 }}
+	})
+	if m != nil {
+		m.Close()
+	}
+	if !errors.Is(err, memfd.ErrInsufficientMemory) || st.Download.Size != 0 || !st.Model.Start.IsZero() {
+		t.Errorf("err = %v, %d bytes downloaded, llama.cpp started %v: want memfd.ErrInsufficientMemory before the download",
+			err, st.Download.Size, st.Model.Start)
+	}
+}
