@@ -103,6 +103,7 @@ func (h *Hooks) Checkpoint(ctx context.Context) error {
 	start := time.Now()
 	if err := runHooks(ctx, h.before, true); err != nil {
 		herr := &HookError{Phase: "before snapshot", Err: err}
+		log.Error("snapstart: reporting to init/error", "err", herr)
 		return errors.Join(herr, rt.report(ctx, "init/error", "Runtime.BeforeSnapshotError", herr))
 	}
 	log.Info("snapstart: snapshot point: waiting for Lambda's restore", "before_snapshot_hooks", len(h.before),
@@ -113,6 +114,7 @@ func (h *Hooks) Checkpoint(ctx context.Context) error {
 	restored := time.Now()
 	if err := runHooks(ctx, h.after, false); err != nil {
 		herr := &HookError{Phase: "after restore", Err: err}
+		log.Error("snapstart: reporting to restore/error", "err", herr)
 		return errors.Join(herr, rt.report(ctx, "restore/error", "Runtime.AfterRestoreError", herr))
 	}
 	log.Info("snapstart: restored", "after_restore_hooks", len(h.after),

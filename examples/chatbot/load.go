@@ -225,7 +225,7 @@ func (l *loader) load(ctx context.Context, cfg config, logger, llmLog *slog.Logg
 		return finish(m, t)
 	}
 
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, cfg.awsOptions...)
 	if err != nil {
 		return nil, c, fmt.Errorf("AWS configuration: %w", err)
 	}

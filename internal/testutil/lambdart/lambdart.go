@@ -223,15 +223,15 @@ func Start(bootstrap string, optFns ...func(*Options)) (*Function, error) {
 		f.api.Close()
 		return nil, err
 	}
-	f.apiSrv = &http.Server{Handler: f.runtimeAPI()}
-	f.urlSrv = &http.Server{Handler: http.HandlerFunc(f.serveURL)}
-	go f.apiSrv.Serve(f.api)
-	go f.urlSrv.Serve(f.url)
 	if o.Credentials != nil {
 		b := make([]byte, 16)
 		rand.Read(b)
 		f.credToken = hex.EncodeToString(b)
 	}
+	f.apiSrv = &http.Server{Handler: f.runtimeAPI()}
+	f.urlSrv = &http.Server{Handler: http.HandlerFunc(f.serveURL)}
+	go f.apiSrv.Serve(f.api)
+	go f.urlSrv.Serve(f.url)
 	if o.Provisioned || o.SnapStart {
 		f.mu.Lock()
 		f.env, err = f.startEnvironment()
