@@ -65,10 +65,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"golang.org/x/sys/unix"
 )
 
 // Options configure [Start]. Zero values take Lambda's defaults.
@@ -82,6 +84,8 @@ type Options struct {
 	// Timeout is the function's timeout (default 60 s; Lambda's is 3 s).
 	Timeout time.Duration
 	// InitTimeout is the init phase's limit on demand (default 10 s).
+	// Provisioned and SnapStart inits have the function's timeout, at
+	// least 130 s (Lambda's limit is 15 minutes, the longest timeout).
 	InitTimeout time.Duration
 	// Provisioned makes the environment a provisioned-concurrency one.
 	Provisioned bool
@@ -171,6 +175,9 @@ type environment struct {
 	restored     bool // restore was closed; f.mu
 	restoreErr   chan lambdaError
 	snapshotOut  int // bytes of output at the snapshot
+
+	outR   *os.File     // the process's stdout and stderr
+	copied atomic.Int64 // bytes of it copied to the output
 
 	mu     sync.Mutex
 	frozen bool
@@ -354,19 +361,68 @@ func (f *Function) startEnvironment() (*environment, error) {
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	cmd.Stdout, cmd.Stderr = f.out, f.out
+	// A pipe of its own, so that the snapshot can tell when what the
+	// process wrote before it has all been read (drainOutput).
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = outW, outW
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // freeze and kill the whole group
 	e := &environment{cmd: cmd, exited: make(chan struct{}), initDone: make(chan struct{}),
 		initErr: make(chan lambdaError, 1), events: make(chan *invocation),
-		snapshot: make(chan struct{}), restore: make(chan struct{}), restoreErr: make(chan lambdaError, 1)}
-	if err := cmd.Start(); err != nil {
+		snapshot: make(chan struct{}), restore: make(chan struct{}), restoreErr: make(chan lambdaError, 1), outR: outR}
+	err = cmd.Start()
+	outW.Close()
+	if err != nil {
+		outR.Close()
 		return nil, fmt.Errorf("lambdart: starting %s: %w", f.bootstrap, err)
 	}
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := outR.Read(buf)
+			f.out.Write(buf[:n])
+			e.copied.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}()
 	go func() {
 		e.exitErr = cmd.Wait()
+		<-copied // the process group is gone: the pipe is at its end
+		outR.Close()
 		close(e.exited)
 	}()
 	return e, nil
+}
+
+// drainOutput waits, up to a second, until what the process has written
+// so far (it is frozen) has been copied to the output: the pipe is empty
+// and no copy is under way.
+func (e *environment) drainOutput() {
+	rc, err := e.outR.SyscallConn()
+	if err != nil {
+		return
+	}
+	pending := func() int { // FIONREAD, TIOCINQ on Linux: bytes in the pipe
+		n := -1
+		rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.TIOCINQ) })
+		return n
+	}
+	stable := 0
+	for deadline := time.Now().Add(time.Second); stable < 2 && time.Now().Before(deadline); {
+		before := e.copied.Load()
+		time.Sleep(10 * time.Millisecond)
+		if pending() == 0 && e.copied.Load() == before {
+			stable++
+		} else {
+			stable = 0
+		}
+	}
 }
 
 // waitInit waits for env's init phase to end by deadline, reports it and
@@ -678,10 +734,11 @@ func (f *Function) invokeError(w http.ResponseWriter, r *http.Request) {
 // request restores it.
 func (f *Function) takeSnapshot(env *environment) {
 	env.snapshotOnce.Do(func() {
+		env.freeze()
+		env.drainOutput()
 		f.mu.Lock()
 		env.snapshotOut = len(f.out.String())
 		f.mu.Unlock()
-		env.freeze()
 		close(env.snapshot)
 	})
 }

@@ -66,6 +66,14 @@ func runFunction(name string) {
 		os.Exit(1)
 	case "exit":
 		os.Exit(2)
+	case "longinit":
+		// An init longer than an on-demand one may be: 11 s.
+		time.Sleep(11 * time.Second)
+		var h snapstart.Hooks
+		if err := h.Checkpoint(context.Background()); err != nil {
+			os.Exit(1)
+		}
+		lambdaurl.Start(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ready") }))
 	case "snapstart", "restorefail":
 		// The SnapStart lifecycle through memload's snapstart package:
 		// credentials are read after the restore.
@@ -506,5 +514,20 @@ func TestSnapStartWithoutHooks(t *testing.T) {
 	resp, _ := get(t, f.URL())
 	if resp.StatusCode != http.StatusCreated || !strings.HasPrefix(resp.Header.Get("X-Env"), "snap-start ") {
 		t.Errorf("%s, X-Env %q", resp.Status, resp.Header.Get("X-Env"))
+	}
+}
+
+// TestSnapStartInitLimit: a SnapStart init may outlast the 10 s of an
+// on-demand one (the function's timeout, at least 130 s).
+func TestSnapStartInitLimit(t *testing.T) {
+	f, _ := start(t, "longinit", func(o *Options) { o.SnapStart = true })
+	if _, err := f.Snapshot(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if r := reports(t, f, 1)[0]; r.Status != "success" || r.Duration < 11*time.Second {
+		t.Errorf("init %+v: want an 11 s init that succeeds", r)
+	}
+	if resp, body := get(t, f.URL()); resp.StatusCode != http.StatusOK || body != "ready" {
+		t.Errorf("%s %q", resp.Status, body)
 	}
 }
