@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -195,7 +196,7 @@ func TestSnapStart(t *testing.T) {
 	logs := snapshot(t, f)
 
 	cold := logs.find("cold start")
-	if len(cold) != 1 || cold[0]["repack"] != true || !strings.Contains(cold[0]["verified"].(string), "SHA-256") {
+	if len(cold) != 1 || cold[0]["repack"] != true || !strings.Contains(fmt.Sprint(cold[0]["verified"]), "SHA-256") || len(logs.find("llm: loaded")) != 1 {
 		t.Fatalf("cold start log lines before the snapshot %v: want one verified, repacked load", cold)
 	}
 	if len(logs.find("warmed up: one token generated before the snapshot")) != 1 || len(logs.find("snapstart: snapshot point: waiting for Lambda's restore")) != 1 {
@@ -235,10 +236,10 @@ func TestSnapStart(t *testing.T) {
 	if n, c := s.s3Calls.Load(), s.s3Conns.seen.Load(); n != atSnapshot || c != connsAtSnapshot {
 		t.Errorf("S3: %d requests and %d connections after the restore began (%d and %d at the snapshot): want none", n, c, atSnapshot, connsAtSnapshot)
 	}
-	after := (&logBuffer{})
-	after.Write([]byte(strings.TrimPrefix(f.Output(), logsText(logs))))
-	if len(after.find("cold start")) != 0 || strings.Contains(logsText(after), "llama_model_load") || len(after.find("snapstart: restored")) != 1 {
-		t.Errorf("after the snapshot the function logged:\n%s\nwant the restore and no load", logsText(after))
+	after := &logBuffer{}
+	after.Write([]byte(strings.TrimPrefix(f.Output(), logs.String())))
+	if len(after.find("cold start")) != 0 || len(after.find("s3load: loaded")) != 0 || len(after.find("llm: loaded")) != 0 || len(after.find("snapstart: restored")) != 1 {
+		t.Errorf("after the snapshot the function logged:\n%s\nwant the restore and no load", after.String())
 	}
 	h := health(t, f)
 	if h.Status != "ready" || h.ColdStart == nil || !h.ColdStart.LoadedInit {
@@ -249,8 +250,6 @@ func TestSnapStart(t *testing.T) {
 		t.Errorf("reports %+v, %d starts: want an init, a restore, invocations, one process", r, f.Starts())
 	}
 }
-
-func logsText(b *logBuffer) string { return b.String() }
 
 // TestSnapStartTwoRestores: two environments restored from snapshots of
 // one function sample differently at temperature 1 with no seed, and
