@@ -5,8 +5,8 @@
 // Under Lambda (AWS_LAMBDA_RUNTIME_API is set) it serves its handler with
 // lambdaurl, for a Function URL in RESPONSE_STREAM mode. Under SnapStart
 // (a container image, AWS_LAMBDA_INITIALIZATION_TYPE=snap-start) its init
-// loads the whole model, and the snapshot holds it (snapstart.go). Anywhere else it
-// listens on 127.0.0.1:8080:
+// loads the whole model, and the snapshot holds it (snapstart.go).
+// Anywhere else it listens on 127.0.0.1:8080:
 //
 //	MODEL_URI=s3://bucket/model.gguf chatbot [-addr 127.0.0.1:8080]
 //
