@@ -584,7 +584,7 @@ func (c *converter) object(s *object, ptr, name string) (string, error) {
 	if len(optNames) > 0 {
 		// Each optional property may follow the ones before it, in order.
 		rest := make([]string, len(optNames)+1)
-		for i := len(optNames) - 1; i >= 0; i-- {
+		for i := len(optNames) - 1; i >= 1; i-- {
 			var r string
 			if optNames[i] == extra {
 				r = `( "," space ` + kv[extra] + ` )*`
@@ -911,7 +911,6 @@ func (c *converter) number(s *object, ptr, name, kind string) (string, error) {
 		i := r.Num().Int64()
 		return &i
 	}
-	c.prim("integral-part")
 	return c.add(name, "("+intRange(toInt(lo), toInt(hi))+") space"), nil
 }
 

@@ -34,7 +34,7 @@ func intRange(lo, hi *int64) string {
 		}
 		return `"-" [1-9] [0-9]{0,15} | ` + digitsRange(0, *hi)
 	}
-	return `"-"? integral-part`
+	return `"-"? ([0] | [1-9] [0-9]{0,15})`
 }
 
 // digitsFrom matches the integers from a >= 0 up, of at most maxDigits
