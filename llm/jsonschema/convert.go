@@ -77,6 +77,13 @@ type converter struct {
 	root  any               // the document, for $ref
 	refs  map[string]string // $ref -> its rule
 	depth int
+
+	// nested counts the objects and arrays entered; open holds it for
+	// each $ref being converted, to find one that refers to itself
+	// without a value in between: a left-recursive rule, which matches
+	// nothing and which llama.cpp refuses.
+	nested int
+	open   map[string]int
 }
 
 func (c *converter) errorf(ptr, keyword string, sentinel error, format string, args ...any) error {
@@ -375,6 +382,9 @@ func (c *converter) ref(ref, ptr string) (string, error) {
 		return "", err
 	}
 	if name, ok := c.refs[tptr]; ok {
+		if n, ok := c.open[tptr]; ok && n == c.nested {
+			return "", c.errorf(ptr, "$ref", ErrInvalid, "%q refers back to itself with no object or array in between, so no value can match it", ref)
+		}
 		return name, nil
 	}
 	// Take the name first: the schema may refer to itself.
@@ -385,7 +395,12 @@ func (c *converter) ref(ref, ptr string) (string, error) {
 	}
 	c.rules[name] = pending
 	c.refs[tptr] = name
+	if c.open == nil {
+		c.open = map[string]int{}
+	}
+	c.open[tptr] = c.nested
 	body, err := c.visit(target, tptr, name+"-def")
+	delete(c.open, tptr)
 	if err != nil {
 		return "", err
 	}
@@ -510,6 +525,8 @@ type property struct {
 }
 
 func (c *converter) object(s *object, ptr, name string) (string, error) {
+	c.nested++
+	defer func() { c.nested-- }()
 	props, _ := s.vals["properties"].(*object)
 	ap, hasAP := s.get("additionalProperties")
 	req, _ := s.vals["required"].([]any)
@@ -696,6 +713,8 @@ func classChar(r rune) string {
 }
 
 func (c *converter) array(s *object, ptr, name string) (string, error) {
+	c.nested++
+	defer func() { c.nested-- }()
 	var tuple []any
 	var rest any = nil // nil: items beyond the tuple are unconstrained
 	tuplePtr := "prefixItems"
