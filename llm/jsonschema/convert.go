@@ -561,21 +561,24 @@ func (c *converter) object(s *object, ptr, name string) (string, error) {
 		all = append(all, property{n, undeclared, pointer(ptr, "additionalProperties")})
 	}
 	c.prim("space")
-	kv := map[string]string{}
-	var reqNames, optNames []string
+	// A member rule for each property; extra is the one for keys beyond them.
+	type member struct {
+		hint, kv string
+		extra    bool
+	}
+	var reqs, opt []member
 	for _, p := range all {
 		r, err := c.visit(p.schema, p.ptr, join(name, p.name))
 		if err != nil {
 			return "", err
 		}
-		kv[p.name] = c.add(join(name, p.name)+"-kv", Literal(encode(p.name, false))+` space ":" space `+r)
+		m := member{hint: p.name, kv: c.add(join(name, p.name)+"-kv", Literal(encode(p.name, false))+` space ":" space `+r)}
 		if required[p.name] {
-			reqNames = append(reqNames, p.name)
+			reqs = append(reqs, m)
 		} else {
-			optNames = append(optNames, p.name)
+			opt = append(opt, m)
 		}
 	}
-	const extra = "\x00*" // not a property name: keys come from JSON text, escapes decoded
 	if ap != false {
 		var names []string
 		for _, p := range all {
@@ -587,43 +590,41 @@ func (c *converter) object(s *object, ptr, name string) (string, error) {
 			return "", err
 		}
 		key := c.add(sub+"-k", c.otherKeys(names))
-		kv[extra] = c.add(sub+"-kv", key+` ":" space `+value)
-		optNames = append(optNames, extra)
+		opt = append(opt, member{hint: "additional", kv: c.add(sub+"-kv", key+` ":" space `+value), extra: true})
 	}
 	var body strings.Builder
 	body.WriteString(`"{" space `)
-	for i, n := range reqNames {
+	for i, m := range reqs {
 		if i > 0 {
 			body.WriteString(` "," space `)
 		}
-		body.WriteString(kv[n])
+		body.WriteString(m.kv)
 	}
-	if len(optNames) > 0 {
-		// Each optional property may follow the ones before it, in order.
-		rest := make([]string, len(optNames)+1)
-		for i := len(optNames) - 1; i >= 1; i-- {
-			var r string
-			if optNames[i] == extra {
-				r = `( "," space ` + kv[extra] + ` )*`
-			} else {
-				r = `( "," space ` + kv[optNames[i]] + ` )?`
+	if len(opt) > 0 {
+		// Each optional property may follow the ones before it, in order;
+		// rest[i] matches what may follow once opt[i-1] is written.
+		rest := make([]string, len(opt)+1)
+		for i := len(opt) - 1; i >= 1; i-- {
+			r := `( "," space ` + opt[i].kv + ` )?`
+			if opt[i].extra {
+				r = `( "," space ` + opt[i].kv + ` )*`
 			}
 			if rest[i+1] != "" {
 				r += " " + rest[i+1]
 			}
-			rest[i] = c.add(join(name, restName(optNames[i]))+"-rest", r)
+			rest[i] = c.add(join(name, opt[i].hint)+"-rest", r)
 		}
 		var alts []string
-		for i, n := range optNames {
-			a := kv[n]
-			if n == extra {
-				a += ` ( "," space ` + kv[extra] + ` )*`
-			} else if i+1 < len(optNames) {
+		for i, m := range opt {
+			a := m.kv
+			if m.extra {
+				a += ` ( "," space ` + m.kv + ` )*`
+			} else if i+1 < len(opt) {
 				a += " " + rest[i+1]
 			}
 			alts = append(alts, a)
 		}
-		if len(reqNames) > 0 {
+		if len(reqs) > 0 {
 			body.WriteString(` ( "," space ( ` + strings.Join(alts, " | ") + ` ) )?`)
 		} else {
 			body.WriteString(` ( ` + strings.Join(alts, " | ") + ` )?`)
@@ -631,13 +632,6 @@ func (c *converter) object(s *object, ptr, name string) (string, error) {
 	}
 	body.WriteString(` "}" space`)
 	return c.add(name, body.String()), nil
-}
-
-func restName(n string) string {
-	if n == "\x00*" {
-		return "additional"
-	}
-	return n
 }
 
 // otherKeys returns a rule body matching a quoted key of key-chars that is
