@@ -45,7 +45,6 @@ var unsupported = map[string]string{
 	"minProperties":         "property counts are not supported",
 	"maxProperties":         "property counts are not supported",
 	"multipleOf":            "multipleOf is not supported",
-	"pattern":               "regular expressions are not supported",
 	"$dynamicRef":           "dynamic references are not supported",
 	"$recursiveRef":         "recursive references are not supported: use $ref",
 }
@@ -66,7 +65,7 @@ var handled = map[string]bool{
 	"additionalProperties": true, "items": true, "prefixItems": true, "additionalItems": true,
 	"minItems": true, "maxItems": true, "minLength": true, "maxLength": true, "minimum": true,
 	"maximum": true, "exclusiveMinimum": true, "exclusiveMaximum": true, "anyOf": true,
-	"oneOf": true, "allOf": true, "$ref": true, "format": true, "uniqueItems": true,
+	"oneOf": true, "allOf": true, "$ref": true, "format": true, "uniqueItems": true, "pattern": true,
 }
 
 var types = []string{"null", "boolean", "object", "array", "number", "integer", "string"}
@@ -220,7 +219,7 @@ func inferKind(s *object) string {
 		return "object"
 	case s.has("items") || s.has("prefixItems") || s.has("minItems") || s.has("maxItems") || s.has("additionalItems"):
 		return "array"
-	case s.has("format") || s.has("minLength") || s.has("maxLength"):
+	case s.has("format") || s.has("minLength") || s.has("maxLength") || s.has("pattern"):
 		return "string"
 	case s.has("minimum") || s.has("maximum") || s.has("exclusiveMinimum") || s.has("exclusiveMaximum"):
 		return "integer"
@@ -341,7 +340,7 @@ func (c *converter) check(s *object, ptr string) error {
 			if _, ok := v.(json.Number); !ok {
 				return bad("a number")
 			}
-		case "$ref", "format":
+		case "$ref", "format", "pattern":
 			if _, ok := v.(string); !ok {
 				return bad("a string")
 			}
@@ -838,6 +837,18 @@ var formats = map[string]string{
 }
 
 func (c *converter) str(s *object, ptr, name string) (string, error) {
+	if pat, ok := s.get("pattern"); ok {
+		for _, k := range []string{"format", "minLength", "maxLength"} {
+			if s.has(k) {
+				return "", c.errorf(ptr, k, ErrUnsupported, "cannot be combined with pattern")
+			}
+		}
+		body, err := c.pattern(pat.(string), ptr)
+		if err != nil {
+			return "", err
+		}
+		return c.add(name, body), nil
+	}
 	if f, ok := s.get("format"); ok {
 		rule, ok := formats[f.(string)]
 		if !ok {

@@ -21,7 +21,7 @@ func ExampleGrammar() {
 	}
 	fmt.Print(g) // for llm.ChatOptions.Grammar
 
-	_, err = jsonschema.Grammar([]byte(`{"type": "string", "pattern": "^[a-z]+$"}`))
+	_, err = jsonschema.Grammar([]byte(`{"type": "string", "format": "email"}`))
 	fmt.Println(err)
 	// Output:
 	// root ::= schema
@@ -32,7 +32,7 @@ func ExampleGrammar() {
 	// schema-days ::= ([1-7]) space
 	// schema-days-kv ::= "\"days\"" space ":" space schema-days
 	// space ::= | " " | "\n"{1,2} [ \t]{0,20}
-	// jsonschema: unsupported: keyword "pattern" at the root schema: regular expressions are not supported
+	// jsonschema: unsupported: keyword "format" at the root schema: format "email" is not supported: use date, time, date-time or uuid, or drop the format
 }
 
 // A grammar for tool calls as Hermes and Qwen models write them: one or

@@ -8,8 +8,9 @@
 //
 // Every value the grammar admits is valid against the schema. Where
 // llama.cpp would let through values the schema refuses, the conversion
-// fails instead: a keyword it cannot enforce (not, pattern, multipleOf,
-// uniqueItems, if/then/else, an unknown format, ...) is an error matching
+// fails instead: a keyword it cannot enforce (not, multipleOf, uniqueItems,
+// if/then/else, an unknown format, a pattern with lookaround, ...) is an
+// error matching
 // [ErrUnsupported] that names the keyword and its JSON pointer. Keywords
 // outside JSON Schema's vocabulary and annotations (title, description,
 // default, examples, ...) are ignored, as validators ignore them.
@@ -17,7 +18,8 @@
 // Number ranges are enforced by generating integers within them (for
 // "number" too); oneOf is accepted when its alternatives cannot overlap
 // (different types, or a required property whose const or enum values
-// differ).
+// differ); a pattern is translated when it uses regular expressions'
+// common core (see the pattern keyword's errors for what is not).
 package jsonschema
 
 import (
