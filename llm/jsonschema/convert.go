@@ -926,7 +926,10 @@ func (c *converter) number(s *object, ptr, name, kind string) (string, error) {
 		return c.prim(kind), nil
 	}
 	if lo != nil && hi != nil && lo.Cmp(hi) > 0 {
-		return "", c.errorf(ptr, "minimum", ErrInvalid, "no integer lies between the bounds (from %s to %s)", lo.RatString(), hi.RatString())
+		if kind == "number" {
+			return "", c.errorf(ptr, "minimum", ErrUnsupported, "numbers are generated as integers within their bounds, and no integer lies between these")
+		}
+		return "", c.errorf(ptr, "minimum", ErrInvalid, "no integer lies between the bounds")
 	}
 	toInt := func(r *big.Rat) *int64 {
 		if r == nil {

@@ -1,5 +1,5 @@
 // Package jsonschema converts JSON schemas to GBNF grammars, llama.cpp's
-// format for [llm.ChatOptions.Grammar], so that a model's answer is JSON
+// format for [github.com/memload/memload/llm.ChatOptions], so that a model's answer is JSON
 // valid against the schema. It follows the semantics of llama.cpp's
 // converter (common/json-schema-to-grammar.cpp): optional whitespace as
 // llama.cpp emits it, properties in schema order with the required ones
