@@ -887,7 +887,7 @@ func (c *converter) str(s *object, ptr, name string) (string, error) {
 var boundLimit = big.NewRat(1e18, 1)
 
 func (c *converter) number(s *object, ptr, name, kind string) (string, error) {
-	var lo, hi *big.Rat
+	var lo, hi bound
 	for _, k := range []string{"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"} {
 		v, ok := s.get(k)
 		if !ok {
@@ -900,42 +900,53 @@ func (c *converter) number(s *object, ptr, name, kind string) (string, error) {
 		if r.Cmp(boundLimit) > 0 || r.Cmp(new(big.Rat).Neg(boundLimit)) < 0 {
 			return "", c.errorf(ptr, k, ErrUnsupported, "%s is beyond ±1e18", v)
 		}
-		// The integers within the bound: ceil or floor, one step in for
-		// an exclusive bound that is an integer.
-		var b *big.Rat
-		switch k {
-		case "minimum":
-			b = ceil(r)
-		case "exclusiveMinimum":
-			b = new(big.Rat).Add(floor(r), big.NewRat(1, 1))
-		case "maximum":
-			b = floor(r)
-		case "exclusiveMaximum":
-			b = new(big.Rat).Sub(ceil(r), big.NewRat(1, 1))
+		if !exactDecimal(r) {
+			return "", c.errorf(ptr, k, ErrUnsupported, "%s has more than %d decimals", v, maxFractionDigits)
+		}
+		b := bound{v: r, ex: strings.HasPrefix(k, "exclusive")}
+		if kind == "integer" {
+			// The integers within the bound: ceil or floor, one step in
+			// for an exclusive bound that is an integer.
+			switch k {
+			case "minimum":
+				b = bound{v: ceil(r)}
+			case "exclusiveMinimum":
+				b = bound{v: new(big.Rat).Add(floor(r), big.NewRat(1, 1))}
+			case "maximum":
+				b = bound{v: floor(r)}
+			case "exclusiveMaximum":
+				b = bound{v: new(big.Rat).Sub(ceil(r), big.NewRat(1, 1))}
+			}
 		}
 		if strings.HasSuffix(k, "inimum") {
-			if lo == nil || b.Cmp(lo) > 0 {
+			if lo.v == nil || b.v.Cmp(lo.v) > 0 || (b.v.Cmp(lo.v) == 0 && b.ex) {
 				lo = b
 			}
-		} else if hi == nil || b.Cmp(hi) < 0 {
+		} else if hi.v == nil || b.v.Cmp(hi.v) < 0 || (b.v.Cmp(hi.v) == 0 && b.ex) {
 			hi = b
 		}
 	}
 	c.prim("space")
-	if lo == nil && hi == nil {
+	if lo.v == nil && hi.v == nil {
 		return c.prim(kind), nil
 	}
-	if lo != nil && hi != nil && lo.Cmp(hi) > 0 {
-		if kind == "number" {
-			return "", c.errorf(ptr, "minimum", ErrUnsupported, "numbers are generated as integers within their bounds, and no integer lies between these")
-		}
-		return "", c.errorf(ptr, "minimum", ErrInvalid, "no integer lies between the bounds")
+	if lo.v != nil && hi.v != nil && (lo.v.Cmp(hi.v) > 0 || (lo.v.Cmp(hi.v) == 0 && (lo.ex || hi.ex))) {
+		return "", c.errorf(ptr, "minimum", ErrInvalid, "no %s lies between the bounds", kind)
 	}
-	toInt := func(r *big.Rat) *int64 {
-		if r == nil {
+	if kind == "number" {
+		// Decimals without an exponent, so that the bounds can be checked
+		// digit by digit.
+		body, ok := decimalRange(lo, hi)
+		if !ok {
+			return "", c.errorf(ptr, "minimum", ErrInvalid, "no number lies between the bounds")
+		}
+		return c.add(name, "("+body+") space"), nil
+	}
+	toInt := func(b bound) *int64 {
+		if b.v == nil {
 			return nil
 		}
-		i := r.Num().Int64()
+		i := b.v.Num().Int64()
 		return &i
 	}
 	return c.add(name, "("+intRange(toInt(lo), toInt(hi))+") space"), nil

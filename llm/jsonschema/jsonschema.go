@@ -15,8 +15,8 @@
 // outside JSON Schema's vocabulary and annotations (title, description,
 // default, examples, ...) are ignored, as validators ignore them.
 //
-// Number ranges are enforced by generating integers within them (for
-// "number" too); oneOf is accepted when its alternatives cannot overlap
+// Within number ranges, numbers are generated as decimals without exponent
+// and integers as integers; oneOf is accepted when its alternatives cannot overlap
 // (different types, or a required property whose const or enum values
 // differ); a pattern is translated when it uses regular expressions'
 // common core (see the pattern keyword's errors for what is not).
