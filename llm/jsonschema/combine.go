@@ -3,6 +3,7 @@ package jsonschema
 import (
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -42,9 +43,9 @@ func (c *converter) union(s *object, ptr, name string) (string, error) {
 	}
 	var rules []string
 	for i, a := range alts {
-		hint := join(name, strconvItoa(i))
+		hint := join(name, strconv.Itoa(i))
 		if name == "" {
-			hint = "alternative-" + strconvItoa(i)
+			hint = "alternative-" + strconv.Itoa(i)
 		}
 		r, err := c.visit(a, pointer(ptr, key, i), hint)
 		if err != nil {
