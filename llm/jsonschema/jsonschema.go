@@ -99,8 +99,9 @@ func (b *Builder) Schema(schema []byte) (rule string, err error) {
 }
 
 // Rule adds a rule with the given GBNF body, named after name (made a
-// valid, unused rule name), and returns its name. The body may refer to
-// rules returned by the Builder's other calls.
+// valid rule name, with a number added if a different rule has it), and
+// returns its name. The body may refer to rules returned by the Builder's
+// other calls, and hold literals made by [Literal].
 func (b *Builder) Rule(name, body string) string {
 	if b.rules == nil {
 		b.rules = map[string]string{}
