@@ -137,6 +137,7 @@ fuzz:
 	# default minute would leave little time to fuzz.
 	go test -run=XXX -fuzz=FuzzHostileServer -fuzztime=$(FUZZTIME) -fuzzminimizetime=10x ./s3load
 	go test -run=XXX -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./llm/internal/gguf
+	go test -run=XXX -fuzz=FuzzGrammar -fuzztime=$(FUZZTIME) ./llm/jsonschema
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
