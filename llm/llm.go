@@ -211,7 +211,7 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, mf *memfd
 	if src == "" {
 		src, _ = h.String("tokenizer.chat_template")
 	}
-	tmpl, err := detectTemplate(src)
+	tmpl, err := detectTemplate(src, o.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -251,6 +251,7 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, mf *memfd
 		model: model, vocab: llama.ModelGetVocab(model),
 		abortID: abortIDs.Add(1), abort: new(atomic.Bool),
 	}
+	m.tmpl.setTokens(tokenText(m.vocab, llama.VocabBOS(m.vocab)), tokenText(m.vocab, llama.VocabEOS(m.vocab)), llama.VocabGetAddBOS(m.vocab))
 	aborts.Store(m.abortID, m.abort)
 	cp.AbortCallback, cp.AbortCallbackData = abortCallback(), m.abortID
 	kv := watchKV()
