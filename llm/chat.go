@@ -88,15 +88,17 @@ type ChatOptions struct {
 
 	// GrammarTriggers makes Grammar lazy (llama.cpp's
 	// llama_sampler_init_grammar_lazy_patterns): the answer is free until
-	// its text matches one of these regular expressions (ECMAScript syntax,
-	// as llama.cpp's std::regex reads it; the match may start anywhere).
+	// its text matches one of these regular expressions (Go's syntax,
+	// without case folding, multi-line anchors or character classes that
+	// hold some non-ASCII characters; the match may start anywhere).
 	// From then on the grammar constrains the answer, and it must match the
 	// text from the start of the pattern's first capturing group that
 	// matched something, or from the start of the match if none did, to
 	// the end of the answer. So `<tool_call>` makes the grammar see
-	// "<tool_call>…", and `<tool_call>\s*(\{)` sees "{…". llama.cpp runs the
-	// patterns over all the text since the answer began at every token
-	// until one matches: keep them simple.
+	// "<tool_call>…", and `<tool_call>\s*(\{)` sees "{…". That text must
+	// be a start the grammar accepts: if not, Chat returns an error matching
+	// ErrBadOption. llama.cpp runs the patterns over all the text since the
+	// answer began at every token until one matches: keep them simple.
 	GrammarTriggers []string
 
 	// Tools are functions the model may call, rendered through the chat
@@ -212,8 +214,13 @@ func (m *Model) generate(ctx context.Context, prompt string, onToken func(string
 	if err != nil {
 		return st, err
 	}
-	smp := &sampler{m: m, constrain: constrain, pick: pick, topN: o.TopLogprobs}
+	smp := &sampler{m: m, constrain: constrain, pick: pick, topN: o.TopLogprobs, logprobs: o.OnLogprob != nil}
 	defer smp.free()
+	if len(o.GrammarTriggers) > 0 {
+		if smp.guard, err = newLazyGuard(m, o.Grammar, o.GrammarTriggers); err != nil {
+			return st, err
+		}
+	}
 	mem, err := llama.GetMemory(m.lctx)
 	if err != nil {
 		return st, fmt.Errorf("llm: %w", err)

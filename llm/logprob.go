@@ -29,14 +29,17 @@ type TopLogprob struct {
 	Logprob float64
 }
 
-// sampler picks the tokens of one Chat call. Without OnLogprob it is one
-// llama.cpp chain that llama_sampler_sample runs; with it, two chains run
-// here one after the other, so that the distribution after the
-// constraints can be read between them.
+// sampler picks the tokens of one Chat call. Without OnLogprob or a lazy
+// grammar it is one llama.cpp chain that llama_sampler_sample runs; with
+// them, two chains run here one after the other, so that the distribution
+// after the constraints can be read between them, and a token can be
+// checked (lazyGuard) before the constraints accept it.
 type sampler struct {
 	m         *Model
 	constrain llama.Sampler // the whole chain, or the constraints only
-	pick      llama.Sampler // with OnLogprob: the rest
+	pick      llama.Sampler // with OnLogprob or a lazy grammar: the rest
+	guard     *lazyGuard    // with a lazy grammar
+	logprobs  bool          // OnLogprob is set
 	topN      int
 	cur       []llama.TokenData
 	logits    []float32    // by token id: the logits after the constraints
@@ -74,24 +77,33 @@ func (s *sampler) sample() (llama.Token, error) {
 	}
 	arr := llama.TokenDataArray{Data: &cur[0], Size: uint64(nVocab), Selected: -1}
 	llama.SamplerApply(s.constrain, &arr)
-	s.last = s.logprobs(cur[:arr.Size])
+	if s.logprobs {
+		s.last = s.logprobsOf(cur[:arr.Size])
+	}
 	arr.Selected = -1
 	llama.SamplerApply(s.pick, &arr)
 	if arr.Selected < 0 || uint64(arr.Selected) >= arr.Size {
 		return 0, errors.New("llm: llama.cpp's sampler selected no token")
 	}
 	tok := cur[arr.Selected].Id
+	if s.guard != nil {
+		if err := s.guard.check(tok); err != nil {
+			return 0, err
+		}
+	}
 	llama.SamplerAccept(s.constrain, tok)
 	llama.SamplerAccept(s.pick, tok)
-	s.last.Logprob = float64(s.logits[tok]) - s.norm
-	s.last.Bytes = s.m.piece(tok)
-	s.last.Token = string(s.last.Bytes)
+	if s.logprobs {
+		s.last.Logprob = float64(s.logits[tok]) - s.norm
+		s.last.Bytes = s.m.piece(tok)
+		s.last.Token = string(s.last.Bytes)
+	}
 	return tok, nil
 }
 
-// logprobs computes the log-softmax of the constrained logits and keeps
+// logprobsOf computes the log-softmax of the constrained logits and keeps
 // the topN most likely tokens; tokens at -inf (forbidden) have none.
-func (s *sampler) logprobs(cur []llama.TokenData) TokenLogprob {
+func (s *sampler) logprobsOf(cur []llama.TokenData) TokenLogprob {
 	maxLogit := math.Inf(-1)
 	for _, t := range cur {
 		maxLogit = max(maxLogit, float64(t.Logit))

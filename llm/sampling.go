@@ -82,7 +82,7 @@ func checkOptions(o ChatOptions, nVocab int) error {
 		}
 	}
 	for i, p := range o.GrammarTriggers {
-		if _, err := triggerPattern(p); err != nil {
+		if _, _, err := triggerPattern(p); err != nil {
 			return bad("GrammarTriggers[%d] %q: %v", i, p, err)
 		}
 	}
@@ -109,34 +109,35 @@ func checkOptions(o ChatOptions, nVocab int) error {
 }
 
 // triggerPattern returns the pattern llama.cpp is given for a
-// GrammarTriggers entry. llama.cpp matches a pattern against all the text
-// so far (std::regex_match), and feeds the grammar from the first
-// capturing group that matched, else from the match's start; so p is
-// wrapped to match anywhere, and given a group of its own if it has none.
-// Go's regexp checks the syntax the two dialects share.
-func triggerPattern(p string) (string, error) {
+// GrammarTriggers entry, and the same in Go's syntax (for lazyGuard).
+// llama.cpp matches a pattern against all the text so far
+// (std::regex_match), and feeds the grammar from the first capturing group
+// that matched, else from the match's start; so p is wrapped to match
+// anywhere, and given a group of its own if it has none.
+func triggerPattern(p string) (ecma, goSyntax string, err error) {
 	if p == "" {
-		return "", errors.New("empty pattern")
-	}
-	if strings.IndexByte(p, 0) >= 0 {
-		return "", errors.New("holds a NUL byte")
+		return "", "", errors.New("empty pattern")
 	}
 	re, err := regexp.Compile(p)
 	if err != nil {
-		return "", err
+		return "", "", err
+	}
+	e, err := ecmaScript(p)
+	if err != nil {
+		return "", "", err
 	}
 	if re.NumSubexp() == 0 {
-		return `[\s\S]*?(` + p + `)[\s\S]*`, nil
+		return `[\s\S]*?(` + e + `)[\s\S]*`, `[\s\S]*?(` + p + `)[\s\S]*`, nil
 	}
-	return `[\s\S]*?(?:` + p + `)[\s\S]*`, nil
+	return `[\s\S]*?(?:` + e + `)[\s\S]*`, `[\s\S]*?(?:` + p + `)[\s\S]*`, nil
 }
 
 // newSampler returns llama.cpp's sampler chain for o: logit biases,
 // penalties and the grammar first (the constraints), then, in the order of
 // llama.cpp's command line tools, top-k, top-p, min-p, temperature and a
-// draw (or the greedy pick at temperature 0). With OnLogprob set, the
-// constraints are a chain of their own, whose output the logprobs are
-// taken from (see sampleLogprob); pick is then the rest.
+// draw (or the greedy pick at temperature 0). With OnLogprob or
+// GrammarTriggers set, the constraints are a chain of their own (see
+// sampler); pick is then the rest.
 func (m *Model) newSampler(o ChatOptions) (constrain, pick llama.Sampler, err error) {
 	nVocab := int(llama.VocabNTokens(m.vocab))
 	chain := llama.SamplerChainInit(llama.SamplerChainDefaultParams())
@@ -155,7 +156,7 @@ func (m *Model) newSampler(o ChatOptions) (constrain, pick llama.Sampler, err er
 		if len(o.GrammarTriggers) > 0 {
 			patterns := make([]string, len(o.GrammarTriggers))
 			for i, p := range o.GrammarTriggers {
-				patterns[i], _ = triggerPattern(p) // checked by checkOptions
+				patterns[i], _, _ = triggerPattern(p) // checked by checkOptions
 			}
 			g = llama.SamplerInitGrammarLazyPatterns(m.vocab, o.Grammar, "root", patterns, nil)
 		} else {
@@ -169,7 +170,7 @@ func (m *Model) newSampler(o ChatOptions) (constrain, pick llama.Sampler, err er
 		llama.SamplerChainAdd(chain, g)
 	}
 	constrain = chain
-	if o.OnLogprob != nil {
+	if o.OnLogprob != nil || len(o.GrammarTriggers) > 0 {
 		pick = llama.SamplerChainInit(llama.SamplerChainDefaultParams())
 		chain = pick
 	}
