@@ -21,6 +21,17 @@ var ErrUnknownTemplate = errors.New("llm: unknown chat template")
 
 // Template names that [Model.Template] returns and [Options.Template]
 // accepts. Any other name llama.cpp knows works as well.
+//
+// [Model.Template] names the family the model's template follows, as
+// llama.cpp's llama_chat_builtin_templates names it, whether the Jinja
+// engine or llama.cpp renders it. For the published templates tested here:
+// chatml (Qwen2, Qwen2.5, Qwen3; tool calls in <tool_call> tags),
+// llama3 (Llama 3.1, 3.2; calls as JSON objects), deepseek-r1
+// (DeepSeek-R1 distillations; calls between its tool tokens),
+// mistral-v3-tekken (Mistral Nemo; [TOOL_CALLS] and a JSON list),
+// mistral-v7 (Ministral 3; [TOOL_CALLS]name[ARGS]{…}), gemma (Gemma 3)
+// and phi4 (Phi-4); [TemplateJinja] when llama.cpp knows no family for a
+// template the engine renders.
 const (
 	TemplateChatML = "chatml" // Qwen2 and Qwen2.5, and others with <|im_start|>
 	TemplateLlama3 = "llama3" // Llama 3, 3.1, 3.2, 3.3 Instruct
@@ -30,11 +41,11 @@ const (
 	// the reasoning block ("<｜Assistant｜><think>\n") as their Jinja
 	// template does. Such a model [Model.Thinks].
 	TemplateDeepSeekR1 = "deepseek-r1"
-)
 
-// TemplateJinja is what [Model.Template] returns for a model whose own
-// Jinja template renders but follows none of llama.cpp's families.
-const TemplateJinja = "jinja"
+	// TemplateJinja is what [Model.Template] returns for a model whose own
+	// Jinja template renders but follows none of llama.cpp's families.
+	TemplateJinja = "jinja"
+)
 
 // template renders conversations: with the model's own Jinja template
 // (jinja.go) when it renders, else with llama.cpp's
