@@ -237,3 +237,24 @@ func TestLazyGrammarRefusesWhatItCannotTake(t *testing.T) {
 		t.Error("no answer after the refusal")
 	}
 }
+
+// TestOneBOS checks that a template writing bos_token itself (DeepSeek-R1's,
+// Llama 3's) does not give the prompt two: the tokenizer adds one.
+func TestOneBOS(t *testing.T) {
+	for _, tmpl := range []string{testutil.DeepSeekR1Template, testutil.Llama3Template} {
+		cfg := testutil.TinyConfig("qwen2")
+		cfg.Template = tmpl
+		m := loadModel(t, testutil.TinyModelWith(t, cfg))
+		if m.tmpl.jinja == nil {
+			t.Fatalf("%s: not rendered by the Jinja engine", m.Template())
+		}
+		tokens := m.tokenize(mustRender(t, m, hello))
+		bos := llama.VocabBOS(m.vocab)
+		if len(tokens) < 2 || tokens[0] != bos || tokens[1] == bos {
+			t.Errorf("%s: the prompt starts with %v; want one BOS (%d)", m.Template(), tokens[:min(len(tokens), 3)], bos)
+		}
+		if tr := chat(t, m, hello, greedy(2)); tr.stats.GeneratedTokens == 0 {
+			t.Errorf("%s: no answer", m.Template())
+		}
+	}
+}
