@@ -106,7 +106,7 @@ type ChatOptions struct {
 	// ({"type": "function", "function": {"name", "description",
 	// "parameters"}}). Only a model whose own template renders tools takes
 	// them ([Model.RendersTools]); the calls come back as text in the
-	// template family's syntax. Constrain them with Grammar and
+	// template family's syntax ([Model.Template]). Constrain them with Grammar and
 	// GrammarTriggers.
 	Tools []Tool
 

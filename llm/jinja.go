@@ -34,6 +34,11 @@ type jinjaTemplate struct {
 	// Mistral's templates need; DeepSeek-R1's needs none). The Go engine
 	// takes none where jinja2 fails, so "" is tried first.
 	emptyContent bool
+	// callExample is how the template writes a call, for templates that
+	// render calls but not the tools variable (DeepSeek-R1's): tools are
+	// then described in the system prompt, with this example, as
+	// llama.cpp's minja does (see toolsPrompt).
+	callExample string
 	// sortKeys sorts the keys of the tools' objects: the engine's
 	// tojson(indent=...) sorts them, Python's keeps their order; sorted
 	// input renders the same in both.
@@ -105,6 +110,7 @@ func probeJinja(j *jinjaTemplate) error {
 			break
 		}
 	}
+	j.findCallExample()
 	if !j.toolCalls {
 		j.objectArgs, j.emptyContent = true, false
 		if s, err := j.render(append(plain[:1:1], Message{Role: RoleTool, Content: probeResult}), nil); err == nil {
@@ -114,8 +120,58 @@ func probeJinja(j *jinjaTemplate) error {
 	return nil
 }
 
+// polyfill reports whether tools are described in the system prompt.
+func (j *jinjaTemplate) polyfill() bool {
+	return !j.tools && j.toolCalls && j.toolResults && j.callExample != ""
+}
+
+// findCallExample sets callExample: the text a call adds to a rendering,
+// without the opening of the assistant's turn and the end of sequence.
+func (j *jinjaTemplate) findCallExample() {
+	j.callExample = ""
+	if j.tools || !j.toolCalls {
+		return
+	}
+	user := []Message{{Role: RoleUser, Content: probeUser}}
+	call := append(user, Message{Role: RoleAssistant, ToolCalls: []ToolCall{{ID: "call00001", Name: "tool_name", Arguments: `{"arg1": "some_value"}`}}})
+	full, err1 := j.renderGen(call, nil, false)
+	base, err2 := j.renderGen(user, nil, false)
+	gen, err3 := j.renderGen(user, nil, true)
+	if err1 != nil || err2 != nil || err3 != nil || !strings.HasPrefix(full, base) || !strings.HasPrefix(gen, base) {
+		return
+	}
+	ex, open := full[len(base):], gen[len(base):]
+	// The opening of the turn both share, to the end of its last tag or
+	// line (not into a token that starts alike).
+	n := 0
+	for n < len(ex) && n < len(open) && ex[n] == open[n] {
+		n++
+	}
+	n = strings.LastIndexAny(ex[:n], ">\n") + 1
+	ex = strings.TrimSuffix(ex[n:], j.eos)
+	j.callExample = strings.TrimSpace(ex)
+}
+
+// toolsPrompt describes tools for the system prompt, in the words of
+// llama.cpp's minja polyfill.
+func (j *jinjaTemplate) toolsPrompt(tools any) (string, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(tools); err != nil {
+		return "", err
+	}
+	return "You can call any of the following tools to satisfy the user's requests: " + strings.TrimSuffix(b.String(), "\n") +
+		"\n\nExample tool call syntax:\n\n" + j.callExample + "\n\n", nil
+}
+
 // render renders msgs and tools, with the generation prompt.
-func (j *jinjaTemplate) render(msgs []Message, tools []Tool) (out string, err error) {
+func (j *jinjaTemplate) render(msgs []Message, tools []Tool) (string, error) {
+	return j.renderGen(msgs, tools, true)
+}
+
+func (j *jinjaTemplate) renderGen(msgs []Message, tools []Tool, gen bool) (out string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			out, err = "", fmt.Errorf("the Jinja engine failed: %v", r)
@@ -124,6 +180,11 @@ func (j *jinjaTemplate) render(msgs []Message, tools []Tool) (out string, err er
 	vars, err := j.context(msgs, tools)
 	if err != nil {
 		return "", err
+	}
+	for i := range vars {
+		if vars[i].k == "add_generation_prompt" {
+			vars[i].v = gen
+		}
 	}
 	data := make(map[string]jinja.Value, len(vars)+2)
 	for _, kv := range vars {
@@ -200,6 +261,20 @@ func (j *jinjaTemplate) context(msgs []Message, tools []Tool) (omap, error) {
 			list[i] = tool
 		}
 		ts = list
+		if j.polyfill() {
+			text, err := j.toolsPrompt(list)
+			if err != nil {
+				return nil, err
+			}
+			if len(ms) > 0 && msgs[0].Role == RoleSystem {
+				sys := slices.Clone(ms[0].(omap))
+				sys[1].v = msgs[0].Content + "\n\n" + text
+				ms[0] = sys
+			} else {
+				ms = append([]any{omap{{"role", RoleSystem}, {"content", text}}}, ms...)
+			}
+			ts = nil
+		}
 	}
 	return omap{
 		{"messages", ms},
@@ -227,13 +302,15 @@ func (o omap) MarshalJSON() ([]byte, error) {
 			b.WriteByte(',')
 		}
 		k, _ := json.Marshal(e.k)
-		v, err := json.Marshal(e.v)
-		if err != nil {
+		var v bytes.Buffer
+		enc := json.NewEncoder(&v)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(e.v); err != nil {
 			return nil, err
 		}
 		b.Write(k)
 		b.WriteByte(':')
-		b.Write(v)
+		b.Write(bytes.TrimSuffix(v.Bytes(), []byte("\n")))
 	}
 	b.WriteByte('}')
 	return b.Bytes(), nil

@@ -90,7 +90,7 @@ var publishedTemplates = []struct {
 	{"Qwen-Qwen3-8B.jinja", TemplateChatML, true},
 	{"meta-llama-Llama-3.1-8B-Instruct.jinja", TemplateLlama3, true},
 	{"meta-llama-Llama-3.2-3B-Instruct.jinja", TemplateLlama3, true},
-	{"deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", TemplateDeepSeekR1, false},
+	{"deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", TemplateDeepSeekR1, true}, // tools in the system prompt
 	{"mistralai-Mistral-Nemo-Instruct-2407.jinja", "", true},
 	{"mistralai-Ministral-3-14B-Instruct-2512.jinja", "", true},
 	{"google-gemma-3-it.jinja", "gemma", false},
@@ -135,8 +135,8 @@ func TestJinjaMatchesPython(t *testing.T) {
 		if pt.family != "" && tmpl.name != pt.family || tmpl.rendersTools() != pt.tools {
 			t.Errorf("%s: family %q, renders tools %v; want %q, %v", pt.file, tmpl.name, tmpl.rendersTools(), pt.family, pt.tools)
 		}
-		t.Logf("%s: family %s, tools %v, tool calls %v (object arguments %v), tool results %v",
-			pt.file, tmpl.name, tmpl.jinja.tools, tmpl.jinja.toolCalls, tmpl.jinja.objectArgs, tmpl.jinja.toolResults)
+		t.Logf("%s: family %s, tools %v (in the system prompt %v), tool calls %v (object arguments %v), tool results %v",
+			pt.file, tmpl.name, tmpl.jinja.tools, tmpl.jinja.polyfill(), tmpl.jinja.toolCalls, tmpl.jinja.objectArgs, tmpl.jinja.toolResults)
 		j := tmpl.jinja
 		j.now = func() time.Time { return now }
 		for _, c := range jinjaConversations {
@@ -236,5 +236,35 @@ func TestJinjaFallback(t *testing.T) {
 	}
 	if _, err := gemma.render([]Message{{Role: RoleUser, Content: "a"}}, []Tool{weatherTool}); !errors.Is(err, ErrBadOption) {
 		t.Errorf("gemma with tools: %v, want ErrBadOption", err)
+	}
+}
+
+// TestToolsInSystemPrompt checks that a template rendering calls but not
+// the tools variable (DeepSeek-R1's) gets the tools in the system prompt,
+// with an example call in its own syntax.
+func TestToolsInSystemPrompt(t *testing.T) {
+	SystemInfo()
+	src, err := os.ReadFile(filepath.Join("testdata", "templates", "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := detectTemplate(string(src), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl.setTokens("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", true)
+	example := "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>tool_name\n```json\n{\"arg1\": \"some_value\"}\n```<｜tool▁call▁end｜>"
+	for _, msgs := range [][]Message{
+		{{Role: RoleSystem, Content: "Be brief."}, {Role: RoleUser, Content: "Weather?"}},
+		{{Role: RoleUser, Content: "Weather?"}},
+	} {
+		got, err := tmpl.render(msgs, []Tool{weatherTool})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "You can call any of the following tools to satisfy the user's requests: [\n  {\n    \"type\": \"function\",\n    \"function\": {\n      \"name\": \"get_weather\","
+		if !strings.HasPrefix(got, strings.Repeat("Be brief.\n\n", len(msgs)-1)+want) || !strings.Contains(got, "Example tool call syntax:\n\n"+example+"\n\n<｜User｜>Weather?<｜Assistant｜><think>\n") {
+			t.Errorf("rendering:\n%s", got)
+		}
 	}
 }

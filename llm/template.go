@@ -162,12 +162,13 @@ func detectBuiltin(src string) (template, error) {
 func (t *template) setTokens(bos, eos string, addBOS bool) {
 	if t.jinja != nil {
 		t.jinja.bos, t.jinja.eos, t.jinja.stripBOS = bos, eos, addBOS && bos != ""
+		t.jinja.findCallExample()
 	}
 }
 
 // rendersTools reports whether tools and tool messages are rendered.
 func (t template) rendersTools() bool {
-	return t.jinja != nil && t.jinja.tools && t.jinja.toolCalls && t.jinja.toolResults
+	return t.jinja != nil && (t.jinja.tools || t.jinja.polyfill()) && t.jinja.toolCalls && t.jinja.toolResults
 }
 
 // render returns the prompt for msgs followed by the opening of the
@@ -182,7 +183,7 @@ func (t template) render(msgs []Message, tools []Tool) (string, error) {
 		return "", err
 	}
 	if j := t.jinja; j != nil {
-		if len(tools) > 0 && !j.tools {
+		if len(tools) > 0 && !j.tools && !j.polyfill() {
 			return "", fmt.Errorf("%w: Tools: the model's chat template (%s) does not render tools", ErrBadOption, t.name)
 		}
 		for i, m := range msgs {
@@ -285,5 +286,8 @@ func apply(tmpl string, msgs []Message) (string, error) {
 
 // RendersTools reports whether the model's own chat template renders
 // [ChatOptions.Tools], assistants' [Message.ToolCalls] and [RoleTool]
-// messages. Without it, Chat refuses them (ErrBadOption, ErrBadMessage).
+// messages. A template that renders calls and results but not the tools
+// (DeepSeek-R1's) gets them described in the system prompt, with an
+// example call in its syntax, as llama.cpp does. Without it, Chat refuses
+// them (ErrBadOption, ErrBadMessage).
 func (m *Model) RendersTools() bool { return m.tmpl.rendersTools() }
