@@ -2,6 +2,7 @@ package llm
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -186,9 +187,24 @@ func (j *jinjaTemplate) renderGen(msgs []Message, tools []Tool, gen bool) (out s
 			vars[i].v = gen
 		}
 	}
+	// The engine's tojson escapes what Python's does not (U+2028 and
+	// U+2029; <, > and & with an indent, as Llama 3's templates use for
+	// tools): such characters go in as private-use stand-ins, which it
+	// writes as they are, and come back out of the rendering.
+	conv := valueConverter{}
+	if !hasStandIn(vars) {
+		conv.plain = standIns.lineSep
+		if j.sortKeys {
+			conv.tools = standIns.all
+		}
+	}
 	data := make(map[string]jinja.Value, len(vars)+2)
 	for _, kv := range vars {
-		data[kv.k] = toValue(kv.v)
+		r := conv.plain
+		if kv.k == "tools" {
+			r = cmp.Or(conv.tools, conv.plain)
+		}
+		data[kv.k] = toValue(kv.v, r)
 	}
 	data["raise_exception"] = jinja.NewCallable("raise_exception", func(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
 		msg := "raise_exception"
@@ -203,7 +219,39 @@ func (j *jinjaTemplate) renderGen(msgs []Message, tools []Tool, gen bool) (out s
 		}
 		return jinja.NewString(strftime(j.now(), args[0].AsString())), nil
 	})
-	return j.tmpl.RenderValues(data)
+	out, err = j.tmpl.RenderValues(data)
+	if conv.plain != nil && err == nil {
+		out = standIns.back.Replace(out)
+	}
+	return out, err
+}
+
+// standIns replace the characters the engine's tojson escapes and
+// Python's does not with characters of Unicode's last private-use plane.
+var standIns = struct {
+	lineSep, all, back *strings.Replacer
+	runes               string
+}{
+	lineSep: strings.NewReplacer("\u2028", "\U0010FFF0", "\u2029", "\U0010FFF1"),
+	all:     strings.NewReplacer("\u2028", "\U0010FFF0", "\u2029", "\U0010FFF1", "<", "\U0010FFF2", ">", "\U0010FFF3", "&", "\U0010FFF4"),
+	back:    strings.NewReplacer("\U0010FFF0", "\u2028", "\U0010FFF1", "\u2029", "\U0010FFF2", "<", "\U0010FFF3", ">", "\U0010FFF4", "&"),
+	runes:   "\U0010FFF0\U0010FFF1\U0010FFF2\U0010FFF3\U0010FFF4",
+}
+
+type valueConverter struct{ plain, tools *strings.Replacer }
+
+// hasStandIn reports whether a string in v holds a stand-in already:
+// then none is used.
+func hasStandIn(v any) bool {
+	switch v := v.(type) {
+	case string:
+		return strings.ContainsAny(v, standIns.runes)
+	case []any:
+		return slices.ContainsFunc(v, hasStandIn)
+	case omap:
+		return slices.ContainsFunc(v, func(e kv) bool { return hasStandIn(e.k) || hasStandIn(e.v) })
+	}
+	return false
 }
 
 // context returns the template's variables, in the form both this engine
@@ -380,14 +428,17 @@ func parseValue(d *json.Decoder, sortKeys bool) (any, error) {
 }
 
 // toValue converts what context and parseJSON build into the engine's
-// values.
-func toValue(v any) jinja.Value {
+// values, with r (if not nil) replacing characters in strings.
+func toValue(v any, r *strings.Replacer) jinja.Value {
 	switch v := v.(type) {
 	case nil:
 		return jinja.None()
 	case bool:
 		return jinja.NewBool(v)
 	case string:
+		if r != nil {
+			v = r.Replace(v)
+		}
 		return jinja.NewString(v)
 	case json.Number:
 		if n, err := v.Int64(); err == nil && !strings.ContainsAny(string(v), ".eE") {
@@ -398,13 +449,17 @@ func toValue(v any) jinja.Value {
 	case []any:
 		items := make([]jinja.Value, len(v))
 		for i, e := range v {
-			items[i] = toValue(e)
+			items[i] = toValue(e, r)
 		}
 		return jinja.NewList(items)
 	case omap:
 		d := jinja.NewDict()
 		for _, e := range v {
-			d.AsDict().Set(e.k, toValue(e.v))
+			k := e.k
+			if r != nil {
+				k = r.Replace(k)
+			}
+			d.AsDict().Set(k, toValue(e.v, r))
 		}
 		return d
 	}

@@ -61,6 +61,8 @@ var jinjaConversations = []struct {
 		{Role: RoleAssistant, Content: "<think>\nEasy.\n</think>\n\nIt is 21 C and clear."},
 		{Role: RoleUser, Content: "Thanks."},
 	}, nil},
+	{"markup in a tool", []Message{{Role: RoleUser, Content: "<b>Bold & bright</b> é"}},
+		[]Tool{{Name: "fmt", Description: "Wraps text in <b> & </b>; 'quotes' \"too\" é 😀 \u2028.", Parameters: json.RawMessage(`{"type": "object", "properties": {"n": {"type": "number", "minimum": 1.5, "maximum": 10}}}`)}}},
 	{"tool call without system", []Message{
 		{Role: RoleUser, Content: "Weather in Paris?"},
 		{Role: RoleAssistant, ToolCalls: []ToolCall{{ID: "call12345", Name: "get_weather", Arguments: `{"city": "Paris"}`}}},
