@@ -230,7 +230,7 @@ func (j *jinjaTemplate) renderGen(msgs []Message, tools []Tool, gen bool) (out s
 // Python's does not with characters of Unicode's last private-use plane.
 var standIns = struct {
 	lineSep, all, back *strings.Replacer
-	runes               string
+	runes              string
 }{
 	lineSep: strings.NewReplacer("\u2028", "\U0010FFF0", "\u2029", "\U0010FFF1"),
 	all:     strings.NewReplacer("\u2028", "\U0010FFF0", "\u2029", "\U0010FFF1", "<", "\U0010FFF2", ">", "\U0010FFF3", "&", "\U0010FFF4"),
