@@ -15,18 +15,18 @@ const MaxTopLogprobs = 20
 // TokenLogprob is a generated token with its log probability, for
 // [ChatOptions.OnLogprob].
 type TokenLogprob struct {
-	Token   string  // the token's text (its bytes, which may be part of a UTF-8 character)
-	Bytes   []byte  // the same bytes
-	Logprob float64 // natural log of its probability
-	Top     []TopLogprob
+	Token   string       // the token's text (its bytes, which may be part of a UTF-8 character)
+	Bytes   []byte       // the same bytes
+	Logprob float64      // natural log of its probability
+	Top     []TopLogprob // the ChatOptions.TopLogprobs most likely tokens, most likely first
 }
 
 // TopLogprob is one of the most likely tokens at a position, most likely
 // first ([ChatOptions.TopLogprobs] of them).
 type TopLogprob struct {
-	Token   string
-	Bytes   []byte
-	Logprob float64
+	Token   string  // the token's text
+	Bytes   []byte  // the same bytes
+	Logprob float64 // natural log of its probability
 }
 
 // sampler picks the tokens of one Chat call. Without OnLogprob or a lazy
