@@ -106,12 +106,12 @@ type ChatOptions struct {
 	// ({"type": "function", "function": {"name", "description",
 	// "parameters"}}). Only a model whose own template renders tools takes
 	// them ([Model.RendersTools]); the calls come back as text in the
-	// template family's syntax ([Model.Template]). Constrain them with Grammar and
-	// GrammarTriggers.
+	// template family's syntax ([Model.Template]). Constrain them with
+	// Grammar and GrammarTriggers.
 	Tools []Tool
 
-	// TopLogprobs, 0 to 20, is the number of most likely tokens given with
-	// each generated token's to OnLogprob.
+	// TopLogprobs, 0 to [MaxTopLogprobs], is how many of the most likely
+	// tokens OnLogprob is given with each generated token.
 	TopLogprobs int
 
 	// OnLogprob, if set, receives each generated token with its log
