@@ -82,7 +82,7 @@ func (s *sampler) sample() (llama.Token, error) {
 	}
 	arr.Selected = -1
 	llama.SamplerApply(s.pick, &arr)
-	if arr.Selected < 0 || uint64(arr.Selected) >= arr.Size {
+	if arr.Data != &cur[0] || arr.Selected < 0 || uint64(arr.Selected) >= arr.Size {
 		return 0, errors.New("llm: llama.cpp's sampler selected no token")
 	}
 	tok := cur[arr.Selected].Id
