@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"math"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -18,12 +16,8 @@ import (
 // template, which renders tools.
 func qwen25Model(t *testing.T) *Model {
 	t.Helper()
-	src, err := os.ReadFile(filepath.Join("testdata", "templates", "Qwen-Qwen2.5-7B-Instruct.jinja"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := testutil.TinyConfig("qwen2")
-	cfg.Template = string(src)
+	cfg.Template = testutil.PublishedTemplate(t, testutil.Qwen25File)
 	return loadModel(t, testutil.TinyModelWith(t, cfg))
 }
 
