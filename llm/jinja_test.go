@@ -270,3 +270,37 @@ func TestToolsInSystemPrompt(t *testing.T) {
 		}
 	}
 }
+
+// TestHostileTemplates feeds templates that break the engine in ways a
+// model file might: no panic escapes, the load either fails with
+// ErrUnknownTemplate or falls back to llama.cpp's family.
+func TestHostileTemplates(t *testing.T) {
+	SystemInfo()
+	for _, src := range []string{
+		"<|im_start|>{{ messages[99]['content'] }}",
+		"<|im_start|>{{ 1 / 0 }}{{ messages[0].content }}",
+		"<|im_start|>{% for x in 5 %}{% endfor %}{{ messages[0].content }}",
+		"<|im_start|>{{ messages[0].content.nope() }}",
+		"<|im_start|>{% macro f() %}{{ f() }}{% endmacro %}{{ messages[0].content }}",
+		"{{ messages | tojson(indent='x') }}{{ messages[0]['content'] }}",
+		"{% if %}",
+		"{{ raise_exception() }}",
+	} {
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Errorf("%q: panic %v", src, r)
+				}
+			}()
+			tmpl, err := detectTemplate(src, nil)
+			if err != nil {
+				if !errors.Is(err, ErrUnknownTemplate) {
+					t.Errorf("%q: %v, want ErrUnknownTemplate", src, err)
+				}
+				return
+			}
+			_, err = tmpl.render([]Message{{Role: RoleUser, Content: "Hi"}}, nil)
+			t.Logf("%q: family %s, jinja %v; render: %v", src, tmpl.name, tmpl.jinja != nil, err)
+		}()
+	}
+}
