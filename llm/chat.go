@@ -22,6 +22,7 @@ const (
 	RoleSystem    = "system"
 	RoleUser      = "user"
 	RoleAssistant = "assistant"
+	RoleTool      = "tool" // a tool's result; Message.ToolCallID names the call it answers
 )
 
 // Message is one turn of a conversation.

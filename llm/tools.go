@@ -15,10 +15,6 @@ import (
 // the problem: a caller's mistake, not the engine's.
 var ErrBadMessage = errors.New("llm: message not accepted")
 
-// RoleTool is the role of a message holding a tool's result
-// ([Message.ToolCallID] names the call it answers).
-const RoleTool = "tool"
-
 // ToolCall is a function call made by the assistant, in a [Message] of
 // [RoleAssistant].
 type ToolCall struct {
