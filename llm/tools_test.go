@@ -53,8 +53,9 @@ func TestToolsThroughTheModelsTemplate(t *testing.T) {
 }
 
 // TestNULRoundTrip feeds an answer holding a NUL byte (the model's byte
-// token, forced by a bias) back in the next turn, with the model's own
-// template and with llama.cpp's built-in family.
+// token, forced by a bias), other control bytes and invalid UTF-8 (a byte
+// token cut short) back in the next turn, with the model's own template
+// and with llama.cpp's built-in family.
 func TestNULRoundTrip(t *testing.T) {
 	path := testutil.TinyModel(t, "qwen2")
 	for name, fn := range map[string]func(*Options){
@@ -75,7 +76,7 @@ func TestNULRoundTrip(t *testing.T) {
 			if !strings.Contains(answer, "\x00") {
 				t.Fatalf("answer %q holds no NUL", answer)
 			}
-			conv := append(append([]Message{}, hello...), Message{Role: RoleAssistant, Content: answer + "\x01\x7f"}, Message{Role: RoleUser, Content: "Again, \x00 please."})
+			conv := append(append([]Message{}, hello...), Message{Role: RoleAssistant, Content: answer + "\x01\x7f\xff\xf0\x9f"}, Message{Role: RoleUser, Content: "Again, \x00 please."})
 			var got []int
 			m.traceToken = nil
 			tokens := m.tokenize(mustRender(t, m, conv))
