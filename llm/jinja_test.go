@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/memload/memload/internal/testutil"
 )
 
 // weatherTool and the conversations below exercise what chat templates do
@@ -302,5 +304,29 @@ func TestHostileTemplates(t *testing.T) {
 			_, err = tmpl.render([]Message{{Role: RoleUser, Content: "Hi"}}, nil)
 			t.Logf("%q: family %s, jinja %v; render: %v", src, tmpl.name, tmpl.jinja != nil, err)
 		}()
+	}
+}
+
+// BenchmarkRender compares a Chat call's rendering by the Jinja engine
+// with llama.cpp's built-in family, over the tool conversation.
+func BenchmarkRender(b *testing.B) {
+	SystemInfo()
+	conv := jinjaConversations[0].msgs
+	for _, name := range []string{"jinja", "builtin"} {
+		src := testutil.PublishedTemplate(b, testutil.Qwen25File)
+		if name == "builtin" {
+			src = TemplateChatML
+		}
+		tmpl, err := detectTemplate(src, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := tmpl.render(conv, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
