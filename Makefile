@@ -91,8 +91,9 @@ $(BENCH_OLD)/benchllm:
 	cd $(BENCH_OLD)/src && CGO_CFLAGS='-O3 -march=x86-64-v3' CGO_CXXFLAGS='-O3 -march=x86-64-v3' go build -o $@ ./internal/benchllm
 
 ## bench-coldstart: the chatbot's cold start (S3 -> memfd -> SHA-256 -> llama.cpp -> first token) on shaped links
-# (Lambda-like, with a slow tail, 300 and 800 MB/s), memload against the SDK's downloaders; about 15 minutes
-# (BENCH_COLDSTART_FLAGS=-norepack: llama.cpp without repacking, its load run during the download)
+# (Lambda-like, with a slow tail, Lambda's raised bandwidth quota at 2 and 10 GB, 300 and 800 MB/s), memload.Load
+# with repacking on and off against the SDK's downloaders; about 30 minutes
+# (BENCH_COLDSTART_FLAGS="-repack on" or "-repack off": one of the two; "-shapes lambda-like,..." fewer links)
 bench-coldstart: minio llama
 	go run ./internal/benchcold -rounds 3 $(BENCH_COLDSTART_FLAGS)
 

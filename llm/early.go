@@ -2,16 +2,20 @@ package llm
 
 // Loading a model while it downloads.
 //
-// llama.cpp, mapping a model without repacking it, reads only the GGUF
-// header while it loads; the weights are read when the model computes.
-// So the load can start as soon as the header is in the memfd and run
-// while the weights arrive: llama.cpp maps the memfd MAP_SHARED through
-// /proc/self/fd, so the pages written after the load are the pages it
-// computes from. The model is handed out only once every byte is in and
-// verified; if the download fails, the model is closed unused.
+// llama.cpp maps the memfd MAP_SHARED through /proc/self/fd, so the pages
+// written after its load started are the pages it reads. Mapping a model,
+// it reads during its load only the GGUF header and the tensors it
+// repacks, and those one at a time, each announced in its log just before
+// (gate.go). So the load starts as soon as the header is in the memfd, and
+// llama.cpp waits at each repacked tensor until the writer has written
+// it: the repacking runs under the download, and the model is ready a
+// moment after the last byte. Without repacking it waits for nothing. The
+// model is handed out only once every byte is in and verified; if the
+// writing fails, is cancelled or starts over, the waiting load is ended
+// (llama.cpp's progress callback) and nothing is handed out.
 //
-// With repacking (or NoMmap), llama.cpp reads every weight during its
-// load, so the load must wait for the last byte.
+// With NoMmap, llama.cpp reads every weight during its load, so the load
+// waits for the last byte.
 
 import (
 	"context"
@@ -32,11 +36,19 @@ import (
 //
 // Pass [EarlyLoad.Written] to the writer as its progress hook
 // (s3load.Options.OnPrefix has its signature), then the writer's result to
-// [EarlyLoad.Finish]. With [Options.NoRepack] set and [Options.NoMmap]
-// not, llama.cpp's load starts as soon as the model's GGUF header is in
-// place, and the model is ready a moment after the last byte. Otherwise
-// llama.cpp reads every weight while it loads, and Finish loads the model
-// after the writing, as [LoadFile] does.
+// [EarlyLoad.Finish]. Unless [Options.NoMmap] is set, llama.cpp's load
+// starts as soon as the model's GGUF header is in place, and, repacking,
+// waits at each tensor it repacks until its bytes are written; the model
+// is ready a moment after the last byte. Should llama.cpp's log not add up
+// to what this package knows of llama.cpp [LibraryVersion], the load
+// waits for the last byte instead, and [EarlyStats] says why. With NoMmap,
+// Finish loads the model after the writing, as [LoadFile] does.
+//
+// The memfd's pages of the tensors llama.cpp repacked are given back
+// (see [Options.KeepRepacked]) once the writer will not read them again:
+// call [EarlyLoad.Verified] as it verifies them, or they are given back
+// at Finish. Loads in a process run one at a time: another Load waits
+// while this one waits for the writer.
 type EarlyLoad struct {
 	ctx    context.Context
 	eager  bool // start llama.cpp's load before the writing ends
@@ -44,13 +56,19 @@ type EarlyLoad struct {
 	// finished is set by Finish, which is called once, after the writing.
 	finished bool
 
-	mu   sync.Mutex
-	w    io.WriterAt   // the writer's destination
-	file *os.File      // a descriptor of it, llama.cpp's
-	size int64         // its size
-	n    int64         // bytes [0, n) are in place
-	over bool          // no more bytes will come to file
-	grew chan struct{} // closed and replaced when n grows or over is set
+	mu       sync.Mutex
+	w        io.WriterAt   // the writer's destination
+	file     *os.File      // a descriptor of it, llama.cpp's
+	size     int64         // its size
+	n        int64         // bytes [0, n) are in place
+	verified int64         // bytes [0, verified) will not be read back
+	over     bool          // no more bytes will come to file
+	grew     chan struct{} // closed and replaced when n grows or over is set
+	rec      *repackLog    // the load's, to give back pages as verified grows
+
+	onWait  func(end int64) // tests: llama.cpp waits at the gate
+	onStart func()          // tests: llama.cpp's load starts
+	ended   chan struct{}   // closed when a load started early ends
 
 	stats  EarlyStats     // set by the load before it sends its result
 	result chan earlyDone // nil unless a load started early
@@ -65,6 +83,17 @@ type EarlyStats struct {
 	// that of the model Finish returned, or of a model Finish closed
 	// unused because the writing failed.
 	Start, End time.Time
+	// Gated is set if llama.cpp, repacking, read each repacked tensor as
+	// soon as it was written, waiting at the gate when it came first.
+	Gated bool
+	// Fallback says why llama.cpp waited for the last byte before it
+	// read any weight, or loaded the model again after it; "" if it did
+	// not. The model is then as good, only ready later.
+	Fallback string
+	// Waits counts the times llama.cpp waited for a tensor's bytes, and
+	// Waited adds up how long.
+	Waits  int
+	Waited time.Duration
 }
 
 type earlyDone struct {
@@ -78,14 +107,16 @@ var errNoMore = errors.New("llm: the file's writing ended before these bytes cam
 
 // NewEarlyLoad returns an EarlyLoad of a model to be loaded with the
 // options optFns set, as [LoadFile]'s. ctx bounds the wait for the file's
-// bytes; a llama.cpp load in progress cannot be interrupted.
+// bytes: cancelling it ends a llama.cpp load waiting at a tensor, as a
+// failed or restarted writing does.
 func NewEarlyLoad(ctx context.Context, optFns ...func(*Options)) *EarlyLoad {
 	o := options(optFns)
 	return &EarlyLoad{
 		ctx:    ctx,
-		eager:  o.NoRepack && !o.NoMmap,
+		eager:  !o.NoMmap,
 		optFns: slices.Clip(optFns),
 		grew:   make(chan struct{}),
+		ended:  make(chan struct{}),
 	}
 }
 
@@ -106,7 +137,12 @@ func (e *EarlyLoad) Written(w io.WriterAt, n int64) {
 			// A descriptor of our own, opened now while the writer's is
 			// sure to be open: llama.cpp's path names this file even if
 			// the writer closes its descriptor before llama.cpp opens it.
-			if file, err := os.Open(f.Path()); err == nil {
+			// Read-write, to give back pages of repacked tensors.
+			file, err := os.OpenFile(f.Path(), os.O_RDWR, 0)
+			if err != nil {
+				file, err = os.Open(f.Path())
+			}
+			if err == nil {
 				e.file, e.size = file, f.Size()
 				e.result = make(chan earlyDone, 1)
 				go e.load()
@@ -121,6 +157,24 @@ func (e *EarlyLoad) Written(w io.WriterAt, n int64) {
 	e.grew = make(chan struct{})
 }
 
+// Verified tells e that the writer will not read bytes [0, n) of the file
+// again: it has verified them (s3load reads its destination back to hash
+// it with Options.SHA256), or verifies nothing. The memfd's pages of
+// tensors llama.cpp has repacked are given back only once verified, so
+// that the writer reads the bytes it wrote, not zeros; without calls, at
+// Finish. A writer that verifies nothing calls it with each Written.
+func (e *EarlyLoad) Verified(n int64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if n <= e.verified || e.over {
+		return
+	}
+	e.verified = n
+	if e.rec != nil {
+		e.rec.release(n)
+	}
+}
+
 // Finish is called once the writing has ended, with the file written, its
 // bytes complete and verified, or the error that ended the writing. It
 // returns the model: loaded early from f, or now. Finish takes f: it is
@@ -132,7 +186,13 @@ func (e *EarlyLoad) Finish(f *memfd.File, err error) (*Model, error) {
 		return nil, errors.New("llm: EarlyLoad.Finish called twice")
 	}
 	e.finished = true
+	if err == nil && f != nil {
+		e.Written(f, f.Size()) // complete: whatever the writer told
+	}
 	m, early, lerr := e.wait()
+	if e.file != nil {
+		defer e.file.Close() // after the pages are given back through it
+	}
 	if err != nil {
 		if m != nil {
 			m.Close()
@@ -148,14 +208,32 @@ func (e *EarlyLoad) Finish(f *memfd.File, err error) (*Model, error) {
 		}
 		return nil, errors.New("llm: EarlyLoad.Finish: no file and no error")
 	}
+	if errors.Is(lerr, errGateFallback) {
+		if e.rec != nil && e.rec.gaveBack() {
+			// The file lacks pages the load gave back: it cannot be
+			// loaded again. Only a llama.cpp that reads what it does not
+			// announce gets here.
+			f.Close()
+			return nil, fmt.Errorf("%w, and pages of the file were given back already: load the model again, with Options.KeepPages", lerr)
+		}
+		early = false // loaded again below, from the complete file
+	}
 	if !early {
 		if m != nil {
 			m.Close()
 		}
-		e.stats.Start = time.Now()
+		e.stats.Start, e.stats.Gated = time.Now(), false
 		m, lerr = LoadFile(e.ctx, f, append(e.optFns, func(o *Options) { o.CloseFile = true })...)
 		e.stats.End = time.Now()
 		return m, lerr
+	}
+	if e.rec != nil && lerr == nil {
+		// Verified: the pages of repacked tensors can go.
+		given, perr := e.rec.release(e.size)
+		m.given = given
+		if perr != nil {
+			m.logger.Warn("llm: the memfd's pages of repacked weights are kept: "+errSealedHint(perr), "path", m.path)
+		}
 	}
 	if cerr := f.Close(); cerr != nil && lerr == nil {
 		lerr = fmt.Errorf("llm: close %s: %w", f.Path(), cerr)
@@ -181,8 +259,10 @@ func (e *EarlyLoad) stop() {
 	}
 }
 
-// load waits for the GGUF header and loads llama.cpp from the file.
+// load waits for the GGUF header and loads llama.cpp from the file,
+// gating its reads of the weights.
 func (e *EarlyLoad) load() {
+	defer close(e.ended)
 	n, err := HeaderSize(prefixReader{e}, e.size)
 	if err == nil {
 		err = e.waitFor(n)
@@ -191,11 +271,41 @@ func (e *EarlyLoad) load() {
 		e.result <- earlyDone{err: err}
 		return
 	}
+	e.mu.Lock()
+	w := &writing{
+		wait: e.waitFor, written: e.written, released: e.verified, onWait: e.onWait, onStart: e.onStart,
+		watching: func(r *repackLog) {
+			e.mu.Lock()
+			e.rec = r
+			e.mu.Unlock()
+		},
+	}
+	e.mu.Unlock()
 	start := time.Now()
-	m, err := Load(e.ctx, fmt.Sprintf("/proc/self/fd/%d", e.file.Fd()), e.optFns...)
+	m, err := load(e.ctx, fmt.Sprintf("/proc/self/fd/%d", e.file.Fd()), e.file, e.size, fdPages{e.file, e.size},
+		options(e.optFns), w)
 	e.stats = EarlyStats{Start: start, End: time.Now()}
+	if g := w.gate; g != nil {
+		e.stats.Gated = g.fallback == "" && err == nil
+		e.stats.Fallback, e.stats.Waits, e.stats.Waited = g.fallback, g.waits, g.waited
+	}
 	e.result <- earlyDone{m, err}
 }
+
+// written returns the bytes in place.
+func (e *EarlyLoad) written() int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.n
+}
+
+// fdPages gives back pages of a memfd through a descriptor of its own.
+type fdPages struct {
+	f    *os.File
+	size int64
+}
+
+func (p fdPages) Size() int64 { return p.size }
 
 // prefixReader reads the file being written, each read once the bytes it
 // asks for are in place.
@@ -240,7 +350,6 @@ func (e *EarlyLoad) wait() (*Model, bool, error) {
 		return nil, false, nil
 	}
 	r := <-e.result
-	e.file.Close()
 	if switched {
 		return r.m, false, nil
 	}

@@ -99,16 +99,20 @@ func ExampleLoadFile() {
 // ExampleEarlyLoad loads a model while its memfd is written, as s3load
 // writes a download: pass Written as s3load.Options.OnPrefix,
 //
-//	e := llm.NewEarlyLoad(ctx, noRepack)
+//	e := llm.NewEarlyLoad(ctx)
 //	f, _, err := s3load.New(client, func(o *s3load.Options) {
 //		o.SHA256 = sum // verified before Load returns
+//		o.NoSeal = true // pages of repacked tensors are given back
 //		o.OnPrefix = e.Written
 //	}).Load(ctx, uri)
 //	m, err := e.Finish(f, err)
 //
-// Without repacking, llama.cpp reads only the GGUF header while it loads,
-// so its load runs while the weights arrive; the model is handed out by
-// Finish, once every byte is in. Here the file is written in two halves.
+// llama.cpp's load starts on the GGUF header; repacking, it waits at each
+// tensor it repacks until the tensor is written, so the model is ready a
+// moment after the last byte. Finish hands it out once every byte is in.
+// A writer that reads back nothing it wrote (no SHA256) also calls
+// Verified with each Written, so that the pages of repacked tensors go at
+// once rather than at Finish. Here the file is written in two halves.
 func ExampleEarlyLoad() {
 	path, cleanup := tinyModel()
 	defer cleanup()
@@ -118,10 +122,7 @@ func ExampleEarlyLoad() {
 	}
 
 	ctx := context.Background()
-	e := llm.NewEarlyLoad(ctx, func(o *llm.Options) {
-		o.NoRepack = true // else the load waits for the last byte
-		o.Threads = 1
-	})
+	e := llm.NewEarlyLoad(ctx, func(o *llm.Options) { o.Threads = 1 })
 	f, err := memfd.New("tiny.gguf", int64(len(data)))
 	if err != nil {
 		log.Fatal(err)
@@ -132,14 +133,16 @@ func ExampleEarlyLoad() {
 			log.Fatal(err)
 		}
 		e.Written(f, int64(part[1])) // the load starts on the first half
+		e.Verified(int64(part[1]))   // nothing is read back
 	}
 	m, err := e.Finish(f, nil) // f is closed: the model keeps its pages
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer m.Close()
-	fmt.Println("loaded as it was written:", e.Stats().Early)
-	// Output: loaded as it was written: true
+	st := e.Stats()
+	fmt.Println("loaded as it was written:", st.Early, st.Fallback == "")
+	// Output: loaded as it was written: true true
 }
 
 // ExampleModel_Chat_stop ends an answer at a stop string. Text that could be

@@ -28,22 +28,12 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
-
-var kvBufferLine = regexp.MustCompile(`KV buffer size =\s*([0-9.]+) MiB`)
-
-// creating is the context creation whose log is being watched, if any.
-var creating atomic.Pointer[kvLog]
-
-// keepKVPages turns the give-back off, for tests that compare.
-var keepKVPages bool
 
 // kvLog collects the KV buffer sizes llama.cpp logs while it creates a
 // context, and the mappings that existed before.
@@ -59,32 +49,26 @@ type mapping struct{ start, end uintptr }
 func watchKV() *kvLog {
 	k := &kvLog{}
 	k.before, _ = mappings(false)
-	creating.Store(k)
 	return k
 }
 
 func (k *kvLog) logLine(line string) {
-	m := kvBufferLine.FindStringSubmatch(line)
-	if m == nil {
-		return
-	}
-	mib, err := strconv.ParseFloat(m[1], 64)
-	if err != nil {
+	n, ok := parseKVBuffer(line)
+	if !ok {
 		return
 	}
 	k.mu.Lock()
-	k.sizes = append(k.sizes, int64(mib*(1<<20)))
+	k.sizes = append(k.sizes, n)
 	k.mu.Unlock()
 }
 
-// finish stops watching and gives back the zero pages of the KV buffers.
-// It returns the bytes given back.
+// finish gives back the zero pages of the KV buffers. It returns the
+// bytes given back.
 func (k *kvLog) finish() (int64, error) {
-	creating.CompareAndSwap(k, nil)
 	k.mu.Lock()
 	sizes := k.sizes
 	k.mu.Unlock()
-	if len(sizes) == 0 || k.before == nil || keepKVPages {
+	if len(sizes) == 0 || k.before == nil {
 		return 0, nil
 	}
 	after, err := mappings(true)

@@ -23,9 +23,7 @@ func TestKVPages(t *testing.T) {
 			const kvBytes = 8 * 8192 * 256 * 2 * 2 // layers × cells × K and V of 4 heads of 64 × f16
 
 			converse := func(keep bool) (*Model, [][]int) {
-				keepKVPages = keep
-				defer func() { keepKVPages = false }()
-				m := loadModel(t, path, func(o *Options) { o.ContextSize = 8192 })
+				m := loadModel(t, path, func(o *Options) { o.ContextSize = 8192; o.KeepPages = keep })
 				msgs := []Message{{Role: RoleSystem, Content: "You answer questions about memory files."}}
 				var answers [][]int
 				for i := range 3 {
@@ -40,7 +38,7 @@ func TestKVPages(t *testing.T) {
 			kept, want := converse(true)
 			m, got := converse(false)
 			if kept.kvGiven != 0 {
-				t.Errorf("%d bytes given back with keepKVPages", kept.kvGiven)
+				t.Errorf("%d bytes given back with KeepPages", kept.kvGiven)
 			}
 			if m.kvGiven < kvBytes/2 || m.kvGiven > kvBytes {
 				t.Errorf("%d bytes of the KV cache given back, want most of its %d", m.kvGiven, kvBytes)

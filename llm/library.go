@@ -2,11 +2,9 @@ package llm
 
 import (
 	"bufio"
-	"context"
 	"debug/elf"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -200,71 +198,6 @@ func SystemInfo() string {
 
 func (l *library) String() string {
 	return fmt.Sprintf("llama.cpp %s, CPU variant %s (%s): %s", LibraryVersion, l.variant, l.dir, l.info)
-}
-
-// logSink receives llama.cpp's log lines: the Logger of the Model being
-// loaded, or of the last one loaded.
-var logSink atomic.Pointer[slog.Logger]
-
-var logLine struct {
-	sync.Mutex
-	buf   strings.Builder
-	level slog.Level
-}
-
-// ggml_log_level values.
-const (
-	ggmlLogWarn  = 3
-	ggmlLogError = 4
-	ggmlLogCont  = 5
-)
-
-// logCallback returns the C function llama.cpp logs through (one for the
-// process: purego callbacks are never freed).
-var logCallback = sync.OnceValue(func() uintptr {
-	return purego.NewCallback(func(level int32, text uintptr, _ uintptr) uintptr {
-		logText(level, goString(text))
-		return 0
-	})
-})
-
-func logText(level int32, text string) {
-	// llama.cpp logs lines in pieces (progress dots, CONT parts): join
-	// them and log whole lines. Its INFO level is chatty: Debug here.
-	l := &logLine
-	l.Lock()
-	defer l.Unlock()
-	if level != ggmlLogCont {
-		switch level {
-		case ggmlLogWarn:
-			l.level = slog.LevelWarn
-		case ggmlLogError:
-			l.level = slog.LevelError
-		default:
-			l.level = slog.LevelDebug
-		}
-	}
-	l.buf.WriteString(text)
-	s := l.buf.String()
-	if !strings.HasSuffix(s, "\n") {
-		return
-	}
-	l.buf.Reset()
-	logger, rec, kv := logSink.Load(), repacking.Load(), creating.Load()
-	for line := range strings.Lines(s) {
-		if line = strings.TrimSpace(line); line == "" {
-			continue
-		}
-		if rec != nil {
-			rec.logLine(line)
-		}
-		if kv != nil {
-			kv.logLine(line)
-		}
-		if logger != nil {
-			logger.Log(context.Background(), l.level, "llama.cpp: "+line)
-		}
-	}
 }
 
 // goString copies the NUL-terminated C string at p.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -138,4 +139,41 @@ func TestLibraryErrors(t *testing.T) {
 			t.Errorf("libraryDir = %s, %v; want %s", dir, err, good)
 		}
 	})
+}
+
+// runWithVariant runs the test named test in a child process that loads
+// llama.cpp from a directory holding only one CPU variant of lib's: ggml
+// then has to use it. The child sees MEMLOAD_TEST_VARIANT set to variant.
+func runWithVariant(t *testing.T, lib *library, variant, test string) {
+	t.Helper()
+	dir := variantLibrary(t, lib, variant)
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), LibraryEnv+"="+dir, "MEMLOAD_TEST_VARIANT="+variant)
+	out, err := cmd.CombinedOutput()
+	t.Logf("child with only the %s variant:\n%s", variant, out)
+	if err != nil || !strings.Contains(string(out), "--- PASS: "+test) {
+		t.Fatalf("child: %v", err)
+	}
+}
+
+// variantLibrary returns a directory with lib's libraries and only the
+// CPU variant named, skipping t if lib has no such variant.
+func variantLibrary(t *testing.T, lib *library, variant string) string {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(lib.dir, "libggml-cpu-"+variant+".so")); err != nil {
+		t.Skipf("no %s variant on this architecture", variant)
+	}
+	dir := t.TempDir()
+	for _, name := range []string{"libllama.so", "libggml.so", "libggml-base.so", "libggml-cpu-" + variant + ".so"} {
+		target, err := filepath.EvalSymlinks(filepath.Join(lib.dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// libllama asks for libggml.v0.5.0.so by that name.
+		os.Symlink(target, filepath.Join(dir, filepath.Base(target)))
+		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil && !os.IsExist(err) {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }

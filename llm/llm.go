@@ -83,6 +83,15 @@ type Options struct {
 	// path, with NoMmap or with NoRepack has nothing to give back.
 	KeepRepacked bool
 
+	// KeepPages keeps every page llama.cpp leaves unused, as llama.cpp
+	// itself would: neither the memfd's pages of repacked tensors (as
+	// KeepRepacked) nor the pages of the empty KV cache are given back.
+	// Both tricks read llama.cpp's log (the patterns are tied to
+	// LibraryVersion) and glibc's chunk headers; set it to rule them out
+	// when a model's answers or memory look wrong, at the cost of holding
+	// the repacked weights twice and the KV cache whole from the start.
+	KeepPages bool
+
 	// CloseFile makes [LoadFile] close the memfd once llama.cpp is done with
 	// it: after the load, whether it succeeded or not. A mapped model keeps
 	// the memfd's pages until [Model.Close]; with NoMmap they are freed.
@@ -151,7 +160,7 @@ func Load(ctx context.Context, path string, optFns ...func(*Options)) (*Model, e
 	if err != nil {
 		return nil, fmt.Errorf("llm: %w", err)
 	}
-	return load(ctx, path, f, fi.Size(), nil, options(optFns))
+	return load(ctx, path, f, fi.Size(), nil, options(optFns), nil)
 }
 
 // LoadFile loads the GGUF model held in the memory file f, through its
@@ -160,7 +169,7 @@ func Load(ctx context.Context, path string, optFns ...func(*Options)) (*Model, e
 // [Options.CloseFile], [Options.NoMmap] and [Options.KeepRepacked].
 func LoadFile(ctx context.Context, f *memfd.File, optFns ...func(*Options)) (*Model, error) {
 	o := options(optFns)
-	m, err := load(ctx, f.Path(), f, f.Size(), f, o)
+	m, err := load(ctx, f.Path(), f, f.Size(), f, o, nil)
 	if o.CloseFile {
 		if cerr := f.Close(); cerr != nil && err == nil {
 			m.Close()
@@ -181,11 +190,25 @@ func options(optFns []func(*Options)) Options {
 	return o
 }
 
-// loadMu serialises loads: llama.cpp's log sink is process-wide, and the
-// repack log of a load tells which pages it may give back.
+// loadMu serialises loads: llama.cpp's log callback is process-wide, and
+// dispatches to the session of the one load in progress (session.go).
 var loadMu sync.Mutex
 
-func load(ctx context.Context, path string, r io.ReaderAt, size int64, mf *memfd.File, o Options) (*Model, error) {
+// writing is what a load of a file still being written needs (see
+// EarlyLoad); nil for a complete file.
+type writing struct {
+	wait     func(end int64) error // until bytes [0, end) are written
+	written  func() int64          // bytes written so far
+	released int64                 // bytes whose pages may be given back now
+	onWait   func(end int64)       // tests: llama.cpp waits at the gate
+	onStart  func()                // tests: the session has begun
+	// watching is told of the load's repack watcher, so that pages are
+	// given back as the writer releases them.
+	watching func(*repackLog)
+	gate     *gate // set by load: what the gate did
+}
+
+func load(ctx context.Context, path string, r io.ReaderAt, size int64, pages pageFile, o Options, w *writing) (*Model, error) {
 	if o.Threads <= 0 || o.ContextSize <= 0 || o.BatchSize <= 0 {
 		return nil, fmt.Errorf("llm: Threads (%d), ContextSize (%d) and BatchSize (%d) must be positive", o.Threads, o.ContextSize, o.BatchSize)
 	}
@@ -220,11 +243,25 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, mf *memfd
 
 	loadMu.Lock()
 	defer loadMu.Unlock()
-	logSink.Store(o.Logger)
-	var rec *repackLog
-	if mf != nil && !o.NoMmap && !o.NoRepack && !o.KeepRepacked {
-		rec = watchRepack(mf, h)
-		defer rec.stop()
+	s := newSession(o.Logger)
+	if pages != nil && !o.NoMmap && !o.NoRepack && !o.KeepRepacked && !o.KeepPages {
+		released := size
+		if w != nil {
+			released = w.released
+		}
+		s.repack = watchRepack(pages, h, released)
+		if w != nil {
+			w.watching(s.repack)
+		}
+	}
+	if w != nil && !o.NoMmap && !o.NoRepack {
+		s.gate = newGate(h, w.wait, w.written)
+		s.gate.onWait, w.gate = w.onWait, s.gate
+	}
+	s.begin()
+	defer s.end()
+	if w != nil && w.onStart != nil {
+		w.onStart()
 	}
 	o.Logger.Debug("llm: loading", "path", path, "arch", arch, "bytes", size, "template", tmpl.name,
 		"threads", o.Threads, "context", ctxSize, "mmap", !o.NoMmap, "repack", !o.NoRepack, "system", l.String())
@@ -239,9 +276,21 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, mf *memfd
 	if o.NoRepack {
 		mp.UseExtraBufts = 0
 	}
+	mp.ProgressCallback, mp.ProgressCallbackUserData = progressCallback(), s.id
 	model, err := llama.ModelLoadFromFile(path, mp)
 	if err != nil {
-		return nil, fmt.Errorf("llm: llama.cpp could not load %s (set Options.Logger to see why): %w", path, err)
+		s.repack.drop()
+		if g := s.gate; g != nil && g.err != nil {
+			return nil, fmt.Errorf("llm: the load of %s stopped: %w", path, g.err)
+		}
+		return nil, fmt.Errorf("llm: llama.cpp could not load %s%s: %w", path, s.why(), err)
+	}
+	if s.gate != nil {
+		if err := s.gate.verdict(); err != nil {
+			llama.ModelFree(model)
+			s.repack.drop()
+			return nil, fmt.Errorf("llm: %s: %w", path, err)
+		}
 	}
 	cp := llama.ContextDefaultParams()
 	cp.NCtx, cp.NBatch, cp.NUbatch, cp.NSeqMax = uint32(ctxSize), uint32(batch), uint32(batch), 1
@@ -256,27 +305,32 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, mf *memfd
 	m.tmpl.setTokens(tokenText(m.vocab, llama.VocabBOS(m.vocab)), tokenText(m.vocab, llama.VocabEOS(m.vocab)), llama.VocabGetAddBOS(m.vocab))
 	aborts.Store(m.abortID, m.abort)
 	cp.AbortCallback, cp.AbortCallbackData = abortCallback(), m.abortID
-	kv := watchKV()
+	var kv *kvLog
+	if !o.KeepPages {
+		kv = watchKV()
+		s.kv.Store(kv)
+	}
 	m.lctx, err = llama.InitFromModel(model, cp)
-	if err == nil {
+	s.kv.Store(nil)
+	if err == nil && kv != nil {
 		var kerr error
 		if m.kvGiven, kerr = kv.finish(); kerr != nil {
 			o.Logger.Debug("llm: the empty KV cache's pages are kept", "err", kerr)
 		}
 	}
-	creating.CompareAndSwap(kv, nil)
 	if err != nil {
 		aborts.Delete(m.abortID)
 		llama.ModelFree(model)
-		return nil, fmt.Errorf("llm: %s: llama.cpp could not create a context of %d tokens: %w", path, ctxSize, err)
+		s.repack.drop()
+		return nil, fmt.Errorf("llm: %s: llama.cpp could not create a context of %d tokens%s: %w", path, ctxSize, s.why(), err)
 	}
 	// llama.cpp pads the context (to 256 tokens); the window is the one
 	// asked for.
 	m.ctxSize = min(ctxSize, int(llama.NCtx(m.lctx)))
 	m.batch = llama.BatchInit(int32(batch), 0, 1)
-	if rec != nil {
+	if s.repack != nil {
 		var err error
-		if m.given, err = rec.finish(h); err != nil {
+		if m.given, err = s.repack.finish(h); err != nil {
 			o.Logger.Warn("llm: the memfd's pages of repacked weights are kept: "+errSealedHint(err), "path", path)
 		}
 	}

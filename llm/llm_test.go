@@ -414,6 +414,11 @@ func TestBadModels(t *testing.T) {
 		if err == nil || errors.Is(err, ErrInvalidModel) {
 			t.Errorf("Load: %v, want llama.cpp's error", err)
 		}
+		t.Logf("Load: %v", err)
+		// In llama.cpp's words, from its log.
+		if err == nil || !strings.Contains(err.Error(), "llama.cpp says: ") || !strings.Contains(err.Error(), "qwen9") {
+			t.Errorf("Load: %v, want llama.cpp's reason, naming qwen9", err)
+		}
 	})
 	t.Run("cancelled", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())

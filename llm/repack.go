@@ -17,6 +17,16 @@ package llm
 //
 // A punched page reads as zeros: were llama.cpp to read one, its answers
 // would change. TestGiveBack compares greedy answers with and without.
+// So a tensor llama.cpp creates twice (logged twice as "loading tensor")
+// keeps its pages: a model with tied embeddings uses token_embd.weight
+// repacked as its output, and by row from the mapping as its input
+// (TestGiveBackTied). A tensor not seen created at all keeps them too.
+//
+// A load that starts while the file is written (EarlyLoad) repacks tensors
+// before the writer is done with them: s3load reads its destination back
+// to hash it. Their pages are then given back only once the writer has
+// released them (EarlyLoad.Verified, or Finish); until then the punches
+// wait in a list.
 //
 // The kernel refuses to punch a memfd sealed with F_SEAL_WRITE: a file to
 // give pages back from must be sealed after the load, if at all
@@ -25,72 +35,80 @@ package llm
 import (
 	"errors"
 	"os"
-	"regexp"
 	"sort"
 	"sync"
-	"sync/atomic"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/memload/memload/llm/internal/gguf"
 	"github.com/memload/memload/memfd"
 )
 
-var repackLine = regexp.MustCompile(`repack tensor (\S+) (?:with|of type) `)
-
-// repacking is the load whose log is being watched, if any.
-var repacking atomic.Pointer[repackLog]
+// pageFile is a memory file whose pages can be given back: a
+// *memfd.File, or an EarlyLoad's own descriptor of one.
+type pageFile interface {
+	PunchHole(off, n int64) error
+	Size() int64
+}
 
 type span struct{ off, end int64 } // file offsets, [off, end)
 
 type repackLog struct {
-	f       *memfd.File
+	f       pageFile
 	tensors map[string]span
 	page    int64
 
 	mu       sync.Mutex
+	created  map[string]int // times llama.cpp created each tensor
 	repacked map[string]bool
 	last     string // the tensor being repacked
-	held     int64  // bytes of memory the file held at the start
+	released int64  // bytes [0, released) may be given back
+	pending  []span // to give back once released
+	done     []span // given back, perhaps overlapping
 	err      error  // the first punch that failed: no more tries
 }
 
-// watchRepack starts watching llama.cpp's log for repacked tensors of the
-// model in f, described by h.
-func watchRepack(f *memfd.File, h *gguf.Header) *repackLog {
-	r := &repackLog{f: f, tensors: map[string]span{}, repacked: map[string]bool{}, page: int64(os.Getpagesize()), held: memoryHeld(f)}
+// watchRepack returns a watcher of llama.cpp's log for repacked tensors of
+// the model in f, described by h. Pages past released are given back
+// only once release says so: a writer may still read them back (s3load
+// hashes what it wrote).
+func watchRepack(f pageFile, h *gguf.Header, released int64) *repackLog {
+	r := &repackLog{f: f, tensors: map[string]span{}, created: map[string]int{}, repacked: map[string]bool{},
+		page: int64(os.Getpagesize()), released: released}
 	for _, t := range h.Tensors {
 		off := h.DataOffset + int64(t.Offset)
 		r.tensors[t.Name] = span{off, off + int64(t.Bytes)}
 	}
-	repacking.Store(r)
 	return r
 }
 
 // logLine sees one line of llama.cpp's log.
 func (r *repackLog) logLine(line string) {
-	m := repackLine.FindStringSubmatch(line)
-	if m == nil {
+	if name, ok := parseCreateTensor(line); ok {
+		r.mu.Lock()
+		r.created[name]++
+		r.mu.Unlock()
+		return
+	}
+	m, ok := parseRepack(line)
+	if !ok {
 		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.tensors[m[1]]; !ok {
+	if _, ok := r.tensors[m.tensor]; !ok {
 		return
 	}
-	if r.last != "" {
+	if r.last != "" && r.created[r.last] == 1 {
 		s := r.tensors[r.last]
 		r.punch(s.off, s.end)
 	}
-	r.last = m[1]
-	r.repacked[m[1]] = true
+	r.last = m.tensor
+	r.repacked[m.tensor] = true
 }
 
-// finish stops watching and punches what is left: every page that holds
-// neither the header nor a tensor llama.cpp computes from in the mapping.
-// It returns the bytes given back.
+// finish gives back (or marks to give back, once released) what is left:
+// every page that holds neither the header nor a tensor llama.cpp
+// computes from in the mapping. It returns the bytes given back so far.
 func (r *repackLog) finish(h *gguf.Header) (int64, error) {
-	repacking.CompareAndSwap(r, nil)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.repacked) == 0 {
@@ -98,7 +116,7 @@ func (r *repackLog) finish(h *gguf.Header) (int64, error) {
 	}
 	keep := []span{{0, h.DataOffset}}
 	for name, s := range r.tensors {
-		if !r.repacked[name] {
+		if !r.repacked[name] || r.created[name] != 1 {
 			keep = append(keep, s)
 		}
 	}
@@ -109,31 +127,71 @@ func (r *repackLog) finish(h *gguf.Header) (int64, error) {
 		at = max(at, k.end)
 	}
 	r.punch(at, r.f.Size())
-	return r.held - memoryHeld(r.f), r.err
+	return r.given(), r.err
 }
 
-// memoryHeld returns the bytes of memory f holds.
-func memoryHeld(f *memfd.File) int64 {
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return 0
+// release lets the pages of bytes [0, n) be given back, and gives back
+// those waiting for it. It returns the bytes given back so far.
+func (r *repackLog) release(n int64) (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.released = max(r.released, n)
+	pending := r.pending
+	r.pending = nil
+	for _, s := range pending {
+		r.punch(s.off, s.end)
 	}
-	return st.Blocks * 512
+	return r.given(), r.err
 }
 
-// stop stops watching without punching more (a failed load).
-func (r *repackLog) stop() { repacking.CompareAndSwap(r, nil) }
+// given returns the bytes given back: a tensor's pages are punched when
+// the next one is announced, and again with the gaps at the end.
+func (r *repackLog) given() int64 {
+	sort.Slice(r.done, func(i, j int) bool { return r.done[i].off < r.done[j].off })
+	var n, at int64
+	for _, s := range r.done {
+		if s.end > at {
+			n += s.end - max(s.off, at)
+			at = s.end
+		}
+	}
+	return n
+}
 
-// punch gives back the whole pages inside [off, end).
+// gaveBack reports whether any page was given back.
+func (r *repackLog) gaveBack() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.done) > 0
+}
+
+// drop forgets the pages waiting to be given back (a failed load).
+func (r *repackLog) drop() {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	r.pending = nil
+	r.mu.Unlock()
+}
+
+// punch gives back the whole pages inside [off, end), or marks them to,
+// once released.
 func (r *repackLog) punch(off, end int64) {
 	off = (off + r.page - 1) / r.page * r.page
 	end = end / r.page * r.page
 	if r.err != nil || end <= off {
 		return
 	}
+	if end > r.released {
+		r.pending = append(r.pending, span{off, end})
+		return
+	}
 	if err := r.f.PunchHole(off, end-off); err != nil {
 		r.err = err
+		return
 	}
+	r.done = append(r.done, span{off, end})
 }
 
 // errSealedHint explains a refused punch.

@@ -3,10 +3,7 @@ package llm
 import (
 	"context"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/memload/memload/internal/testutil"
@@ -28,30 +25,7 @@ func TestGiveBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Run("best variant", func(t *testing.T) { testGiveBack(t, lib.variant) })
-	t.Run("haswell", func(t *testing.T) {
-		if _, err := os.Stat(filepath.Join(lib.dir, "libggml-cpu-haswell.so")); err != nil {
-			t.Skip("no haswell variant on this architecture")
-		}
-		dir := t.TempDir()
-		for _, name := range []string{"libllama.so", "libggml.so", "libggml-base.so", "libggml-cpu-haswell.so"} {
-			target, err := filepath.EvalSymlinks(filepath.Join(lib.dir, name))
-			if err != nil {
-				t.Fatal(err)
-			}
-			// libllama asks for libggml.v0.5.0.so by that name.
-			os.Symlink(target, filepath.Join(dir, filepath.Base(target)))
-			if err := os.Symlink(target, filepath.Join(dir, name)); err != nil && !os.IsExist(err) {
-				t.Fatal(err)
-			}
-		}
-		cmd := exec.Command(os.Args[0], "-test.run=^TestGiveBack$", "-test.v", "-test.count=1")
-		cmd.Env = append(os.Environ(), LibraryEnv+"="+dir, "MEMLOAD_TEST_VARIANT=haswell")
-		out, err := cmd.CombinedOutput()
-		t.Logf("child with only the haswell variant:\n%s", out)
-		if err != nil || !strings.Contains(string(out), "--- PASS: TestGiveBack") {
-			t.Fatalf("child: %v", err)
-		}
-	})
+	t.Run("haswell", func(t *testing.T) { runWithVariant(t, lib, "haswell", "TestGiveBack") })
 }
 
 func testGiveBack(t *testing.T, variant string) {
@@ -68,19 +42,24 @@ func testGiveBack(t *testing.T, variant string) {
 			cfg.Quant, cfg.Embedding, cfg.FeedForward = testutil.Q4KM, 256, 512
 			path := testutil.TinyModelWith(t, cfg)
 
-			load := func(keep bool) (*Model, transcript) {
+			load := func(opt func(*Options)) (*Model, transcript) {
 				f := memfdCopy(t, path)
-				m, err := LoadFile(context.Background(), f, testOptions, func(o *Options) { o.KeepRepacked = keep })
+				m, err := LoadFile(context.Background(), f, testOptions, opt)
 				if err != nil {
 					t.Fatal(err)
 				}
 				t.Cleanup(func() { m.Close() })
 				return m, chat(t, m, hello, greedy(24))
 			}
-			kept, want := load(true)
-			given, got := load(false)
+			kept, want := load(func(o *Options) { o.KeepRepacked = true })
+			given, got := load(func(*Options) {})
+			pages, same := load(func(o *Options) { o.KeepPages = true })
 			if kept.GivenBack() != 0 {
 				t.Errorf("%s: KeepRepacked gave back %d bytes", variant, kept.GivenBack())
+			}
+			if pages.GivenBack() != 0 || pages.kvGiven != 0 || !slices.Equal(same.tokens, want.tokens) {
+				t.Errorf("%s: KeepPages gave back %d bytes of the memfd, %d of the KV cache, answered %v (want %v)",
+					variant, pages.GivenBack(), pages.kvGiven, same.tokens, want.tokens)
 			}
 			fi, _ := os.Stat(path)
 			t.Logf("%s %s: %d of %d bytes given back", variant, arch, given.GivenBack(), fi.Size())
@@ -140,4 +119,26 @@ func testGiveBack(t *testing.T, variant string) {
 			t.Errorf("zeroing token_embd.weight left the answer %v unchanged", got.tokens)
 		}
 	})
+}
+
+// TestGiveBackTied loads a model with tied embeddings: llama.cpp uses
+// token_embd.weight by row from the mapping and, repacked, as the output
+// matrix, and announces its repacking. Its pages must stay: the answers
+// with pages given back are those with every page kept.
+func TestGiveBackTied(t *testing.T) {
+	cfg := testutil.TinyConfig("qwen2")
+	cfg.Quant, cfg.Embedding, cfg.FeedForward = testutil.Q4KM, 256, 512
+	path := testutil.TiedModelWith(t, cfg)
+	load := func(opt func(*Options)) transcript {
+		m, err := LoadFile(context.Background(), memfdCopy(t, path), testOptions, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		return chat(t, m, hello, greedy(24))
+	}
+	want := load(func(o *Options) { o.KeepPages = true })
+	if got := load(func(*Options) {}); len(want.tokens) < 8 || !slices.Equal(got.tokens, want.tokens) {
+		t.Errorf("with the pages given back %v, kept %v", got.tokens, want.tokens)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"os"
 
@@ -89,4 +90,32 @@ func ExampleOptions_requireChecksum() {
 	defer f.Close()
 	fmt.Println("verified:", stats.Verified)
 	// Output: verified: SHA-256
+}
+
+// A consumer that reads an object as it downloads can ask for the bytes it
+// needs first once it has read the head: here a file whose index sits in
+// its last kilobyte (a ZIP's central directory, say). memload.Load asks
+// for a model's tensors in the order llama.cpp loads them this way.
+func ExampleOptions_order() {
+	ctx := context.Background()
+	cfg, err := config.LoadDefaultConfig(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	client := s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = true })
+
+	f, stats, err := s3load.New(client).Load(ctx, "s3://models/archive.zip", func(o *s3load.Options) {
+		o.PartSize, o.Concurrency = 1<<20, 1
+		o.Order = func(head io.ReaderAt, n, size int64) [][2]int64 {
+			// head holds bytes [0, n); return nil to be asked again
+			// when more of them are in.
+			return [][2]int64{{size - 1024, size}}
+		}
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer f.Close()
+	fmt.Printf("%d bytes in %d parts\n", stats.Size, stats.Parts) // the last part second (TestOrder checks it)
+	// Output: 3145728 bytes in 3 parts
 }

@@ -55,6 +55,11 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	// A 3 MiB file whose index is at its end, for ExampleOptions_order.
+	if err := server.Put(ctx, "models", "archive.zip", testutil.RandomBytes(3<<20, 1)); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	return m.Run()
 }
 

@@ -58,6 +58,7 @@ func (d *download) fetch(ctx context.Context, i int64, p *part) error {
 	})
 	if err == nil {
 		d.order.done(i, sum)
+		d.askOrder()
 	}
 	return err
 }

@@ -90,6 +90,20 @@ type Options struct {
 	// its new destination. An empty object gets no call. llm.EarlyLoad's
 	// Written is such a consumer: llama.cpp loads a model as it downloads.
 	OnPrefix func(w io.WriterAt, n int64)
+	// Order, if set, lets a consumer that starts on the head of the
+	// object (see OnPrefix) choose which bytes come next, such as the
+	// tensors llama.cpp loads first (llm.ReadOrder). It is called when
+	// the run of bytes in place from the start has grown, with bytes
+	// [0, n) of the destination to read (reads past n end with io.EOF)
+	// and the object's size, until it returns ranges: [start, end) byte
+	// ranges wanted first, most wanted first. The parts that hold them
+	// and have not started are started next, in that order, then the rest
+	// from the start. Calls come from the goroutine that finished a part,
+	// never two at once, outside the load's locks: the other parts go on
+	// meanwhile, and no part waits for an order. OnPrefix still tells
+	// only the run of bytes in place from the start. Order is not called
+	// if the destination is not an io.ReaderAt (a memfd is).
+	Order func(prefix io.ReaderAt, n, size int64) [][2]int64
 	// MaxAttempts bounds the tries of each part, the first included
 	// (default DefaultMaxAttempts). A part whose body breaks is resumed
 	// from the last byte written. Request-level errors are first retried
@@ -400,12 +414,37 @@ func (d *download) run(ctx context.Context, open func(Object, int64) (io.WriterA
 	// connections' buffers until it is open (try), so that the link is
 	// not idle while the memory is reserved.
 	parts := numParts(d.size, o.PartSize)
+	d.sched = newSchedule(parts, o.PartSize)
 	d.order = newInOrder(d.crc, d.onPrefix(parts))
 	d.opened = make(chan struct{})
 	pctx, pcancel := context.WithCancel(ctx)
 	defer pcancel()
 	g, gctx := errgroup.WithContext(pctx)
-	g.SetLimit(o.Concurrency)
+	// A part is chosen once a connection is free for it, not before, so
+	// that an Options.Order that comes midway applies to it.
+	slots := make(chan struct{}, o.Concurrency)
+	start := func(i int64, p *part) {
+		g.Go(func() error {
+			defer func() { <-slots }()
+			return d.fetch(gctx, i, p)
+		})
+	}
+	startNext := func() bool {
+		select {
+		case slots <- struct{}{}:
+		case <-gctx.Done():
+			return false
+		}
+		i, ok := d.sched.next()
+		if !ok || gctx.Err() != nil {
+			<-slots
+			return false
+		}
+		stats.Parts++
+		off := i * o.PartSize // < d.size: no overflow
+		start(i, &part{start: off, end: off + min(o.PartSize, d.size-off) - 1})
+		return true
+	}
 	opening := make(chan error, 1)
 	go func() {
 		var err error
@@ -417,11 +456,14 @@ func (d *download) run(ctx context.Context, open func(Object, int64) (io.WriterA
 	}()
 	if parts > 0 {
 		stats.Parts = 1
+		slots <- struct{}{} // the first part's
 	}
-	for i := int64(1); i < min(parts, int64(o.Concurrency)) && gctx.Err() == nil; i++ {
-		stats.Parts++
-		off := i * o.PartSize // < d.size: no overflow
-		g.Go(func() error { return d.fetch(gctx, i, &part{start: off, end: off + min(o.PartSize, d.size-off) - 1}) })
+	// The next parts are requested while the destination opens; one slot
+	// stays the first part's.
+	for range min(parts, int64(o.Concurrency)) - 1 {
+		if !startNext() {
+			break
+		}
 	}
 	if err = <-opening; err != nil {
 		first.close()
@@ -431,14 +473,11 @@ func (d *download) run(ctx context.Context, open func(Object, int64) (io.WriterA
 	}
 	d.startSHA256(ctx, &wg, parts)
 	if parts > 0 {
-		g.Go(func() error { return d.fetch(gctx, 0, first) })
+		start(0, first)
 	} else {
 		first.close()
 	}
-	for i := max(int64(o.Concurrency), 1); i < parts && gctx.Err() == nil; i++ {
-		stats.Parts++
-		off := i * o.PartSize // < d.size: no overflow
-		g.Go(func() error { return d.fetch(gctx, i, &part{start: off, end: off + min(o.PartSize, d.size-off) - 1}) })
+	for startNext() {
 	}
 	if err = g.Wait(); err != nil {
 		return stats, d.fail(ctx, err)
@@ -487,6 +526,10 @@ type download struct {
 	crc       *crcSpec       // the full-object checksum to verify, or nil
 	crcWant   uint64         // its value, from HeadObject
 	order     *inOrder       // the parts in place, and their CRC
+	sched     *schedule      // the parts to start
+	asking    atomic.Bool    // a goroutine is asking Options.Order
+	asked     int64          // the prefix Order was last offered; the asker's
+	ordered   atomic.Bool    // Options.Order has answered
 	sha256    chan shaResult // the SHA-256 of the parts, when hashing
 
 	done       atomic.Int64

@@ -12,8 +12,8 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/memload/memload"
 	"github.com/memload/memload/llm"
-	"github.com/memload/memload/memfd"
 	"github.com/memload/memload/s3load"
 )
 
@@ -202,18 +202,6 @@ func (l *loader) load(ctx context.Context, cfg config, logger, llmLog *slog.Logg
 		o.CloseFile = true
 		o.Logger = llmLog
 	}
-	var lastByte time.Time // zero for a local file
-	finish := func(m *llm.Model, llamaStart time.Time) (*llm.Model, coldStart, error) {
-		now := time.Now()
-		c.LlamaMS = ms(now.Sub(llamaStart))
-		c.TotalMS = ms(now.Sub(processStart))
-		if !lastByte.IsZero() {
-			c.ReadyAfterLastByte = ms(now.Sub(lastByte))
-		}
-		c.Template = m.Template()
-		return m, c, nil
-	}
-
 	if !strings.HasPrefix(cfg.ModelURI, "s3://") {
 		// A local file, for development: no download.
 		l.setPhase("llama.cpp")
@@ -222,7 +210,10 @@ func (l *loader) load(ctx context.Context, cfg config, logger, llmLog *slog.Logg
 		if err != nil {
 			return nil, c, err
 		}
-		return finish(m, t)
+		c.LlamaMS = ms(time.Since(t))
+		c.TotalMS = ms(time.Since(processStart))
+		c.Template = m.Template()
+		return m, c, nil
 	}
 
 	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
@@ -237,65 +228,41 @@ func (l *loader) load(ctx context.Context, cfg config, logger, llmLog *slog.Logg
 	c.ConfigMS = ms(time.Since(start))
 
 	l.setPhase("download")
-	loader := s3load.New(client, func(o *s3load.Options) {
-		o.Logger = logger
+	// memload.Load owns the path: the download into a memfd with room
+	// left for llama.cpp's context, the SHA-256 checked as the parts
+	// land, llama.cpp's load started during the download where it can be,
+	// and the memfd closed once llama.cpp has it.
+	m, st, err := memload.Load(ctx, client, cfg.ModelURI, func(o *memload.Options) {
 		o.SHA256 = cfg.ModelSHA256
-		// Unsealed, so that llm.LoadFile can give back the memfd's pages of
-		// the weights llama.cpp repacks: the weights are held once. The
-		// file is closed after the load (CloseFile), so nobody could write
-		// to it anyway.
-		o.NoSeal = true
-		// Refuse up front a model that fits but leaves no room for
-		// llama.cpp's context: a process over the cgroup's limit is
-		// killed, with no error to report.
-		o.MemfdOptions = append(o.MemfdOptions, func(m *memfd.Options) { m.Headroom = llamaHeadroom(cfg.ContextSize) })
-		o.Progress = func(done, total int64) {
-			l.loaded.Store(done)
-			l.total.Store(total)
-			if done == total {
-				l.setPhase("verify")
+		o.Headroom = memload.EstimateHeadroom(cfg.ContextSize)
+		o.Logger = logger
+		o.LLMOptions = append(o.LLMOptions, llmOpts)
+		o.OnVerified = func() { l.setPhase("llama.cpp") }
+		o.S3Options = append(o.S3Options, func(o *s3load.Options) {
+			o.Progress = func(done, total int64) {
+				l.loaded.Store(done)
+				l.total.Store(total)
+				if done == total {
+					l.setPhase("verify")
+				}
 			}
-		}
+		})
 	})
-	// Without repacking, llama.cpp's load runs while the model downloads
-	// (early.go); with it, after.
-	dlStart := time.Now()
-	m, e, err := loadEarly(ctx, loader, cfg.ModelURI, func() { l.setPhase("llama.cpp") }, llmOpts)
-	st := e.Stats
-	// s3load's clock starts a moment after dlStart, so lastByte is placed
-	// that moment early: ReadyAfterLastByte errs long, never short.
-	lastByte = dlStart.Add(st.LastByte)
-	c.DownloadMS, c.VerifyMS = ms(st.LastByte), ms(st.Elapsed-st.LastByte)
-	c.Bytes, c.Verified, c.Retries = st.Size, st.Verified, st.Retries
-	c.FirstByte = ms(st.FirstByte)
-	if st.LastByte > 0 {
-		c.MiBPerSec = float64(st.Size) / (1 << 20) / st.LastByte.Seconds()
+	ds := st.Download
+	c.DownloadMS, c.VerifyMS = ms(ds.LastByte), ms(ds.Elapsed-ds.LastByte)
+	c.Bytes, c.Verified, c.Retries = ds.Size, ds.Verified, ds.Retries
+	c.FirstByte = ms(ds.FirstByte)
+	if ds.LastByte > 0 {
+		c.MiBPerSec = float64(ds.Size) / (1 << 20) / ds.LastByte.Seconds()
 	}
-	if flow := st.LastByte - st.FirstByte; flow > 0 {
-		c.LinkMiBPerSec = float64(st.Size) / (1 << 20) / flow.Seconds()
-	}
+	c.LinkMiBPerSec = st.LinkRate() / (1 << 20)
 	if err != nil {
 		return nil, c, err
 	}
-	c.Early = e.Early
-	c.LlamaMS = ms(e.LlamaEnd.Sub(e.LlamaStart))
-	c.TotalMS = ms(time.Since(processStart))
-	c.ReadyAfterLastByte = ms(time.Since(lastByte))
+	c.Early = st.Model.Early
+	c.LlamaMS = ms(st.Model.End.Sub(st.Model.Start))
+	c.TotalMS = ms(st.Ready.Sub(processStart))
+	c.ReadyAfterLastByte = ms(st.ReadyAfterLastByte())
 	c.Template = m.Template()
 	return m, c, nil
-}
-
-// llamaHeadroom estimates the memory llama.cpp allocates besides the mapped
-// model: the KV cache (f16, contextSize tokens), the compute buffers and
-// the repacked copies of weights not yet given back to the memfd, with the
-// rest of the process. It is sized for models of the
-// DeepSeek-R1-Distill-Qwen-1.5B class (28 layers, 2 KV heads of 128: 28 KiB
-// per token of KV cache), with a margin: make bench-sizes measured a peak
-// of 269 MiB over the model's 1063 MiB with a 4096-token context, and an
-// OOM kill at 1328 MB where 256 MiB of headroom let the load start
-// (BENCHMARKS.md). Larger models need more than this estimate, which then
-// only catches part of the shortfall.
-func llamaHeadroom(contextSize int) int64 {
-	const kvPerToken = 32 << 10 // bytes
-	return 192<<20 + int64(contextSize)*kvPerToken
 }

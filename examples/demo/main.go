@@ -13,7 +13,8 @@
 // (1.1 GB, cached in .cache/models), with random weights. It loads and
 // runs at that model's real speed, but its answers are gibberish.
 //
-// With -link (lambda-like, lambda-like-slow-tail, 300MB/s, 800MB/s), MinIO
+// With -link (lambda-like, lambda-like-slow-tail, lambda-quota-2GB,
+// lambda-quota-10GB, 300MB/s, 800MB/s; see testutil.Links), MinIO
 // sits behind a testutil.Shaper that gives it a Lambda-shaped network: a
 // stand-in built from published measurements, not Lambda itself. The demo
 // then shows the cold start phase by phase, with a progress bar on a
@@ -63,7 +64,7 @@ func run() error {
 	ask := flag.String("ask", "Why is the sky blue?", "the question asked once the model is loaded (empty: none)")
 	maxTokens := flag.Int("max-tokens", 48, "tokens to generate for the question")
 	exit := flag.Bool("exit", false, "stop after the question instead of serving until Ctrl-C")
-	linkName := flag.String("link", "none", "put MinIO behind a shaped link: none, lambda-like, lambda-like-slow-tail, 300MB/s or 800MB/s")
+	linkName := flag.String("link", "none", "put MinIO behind a shaped link: none, lambda-like, lambda-like-slow-tail, lambda-quota-2GB, lambda-quota-10GB, 300MB/s or 800MB/s")
 	flag.Parse()
 	link, err := testutil.LinkNamed(*linkName)
 	if err != nil {
@@ -160,7 +161,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	printColdStart(h)
+	printColdStart(os.Stdout, h)
 	if link.Name != "none" && h.ColdStart.DownloadMS > 0 {
 		ceiling := link.Ceiling(h.ColdStart.Bytes).Seconds()
 		fmt.Printf("  the download took %.2f s, the link's ceiling is %.2f s: %.0f %% of what the link can carry\n",
@@ -253,6 +254,9 @@ type health struct {
 		LlamaMS    float64 `json:"llama_load_ms"`
 		TotalMS    float64 `json:"total_ms"`
 		MiBPerSec  float64 `json:"download_mib_s"`
+		ReadyAfter float64 `json:"ready_after_last_byte_ms"`
+		Early      bool    `json:"early_load"`
+		Repack     bool    `json:"repack"`
 		Threads    int     `json:"threads"`
 		Template   string  `json:"template"`
 		Error      string  `json:"error"`
@@ -345,14 +349,22 @@ func waitReady(ctx context.Context, url string, exited chan error, show *phases)
 	}
 }
 
-func printColdStart(h *health) {
+// printColdStart writes the cold start h reports to w, phase by phase.
+func printColdStart(w io.Writer, h *health) {
 	c := h.ColdStart
 	s := func(ms float64) string { return fmt.Sprintf("%6.2f s", ms/1000) }
-	fmt.Printf("\ncold start of %s (%.2f GB), %s from the process's start:\n", c.Source, float64(c.Bytes)/1e9, strings.TrimSpace(s(c.TotalMS)))
-	fmt.Printf("  start + AWS config %s\n", s(c.ProcessMS+c.ConfigMS))
-	fmt.Printf("  download           %s  (%.0f MiB/s, first byte after %.0f ms)\n", s(c.DownloadMS), c.MiBPerSec, c.FirstByte)
-	fmt.Printf("  verify             %s  (%s)\n", s(c.VerifyMS), c.Verified)
-	fmt.Printf("  llama.cpp load     %s  (%d threads, %s template)\n", s(c.LlamaMS), c.Threads, c.Template)
+	fmt.Fprintf(w, "\ncold start of %s (%.2f GB), %s from the process's start:\n", c.Source, float64(c.Bytes)/1e9, strings.TrimSpace(s(c.TotalMS)))
+	fmt.Fprintf(w, "  start + AWS config %s\n", s(c.ProcessMS+c.ConfigMS))
+	fmt.Fprintf(w, "  download           %s  (%.0f MiB/s, first byte after %.0f ms)\n", s(c.DownloadMS), c.MiBPerSec, c.FirstByte)
+	fmt.Fprintf(w, "  verify             %s  (%s)\n", s(c.VerifyMS), c.Verified)
+	when := "after the download"
+	if c.Early {
+		when = "during the download"
+	}
+	fmt.Fprintf(w, "  llama.cpp load     %s  (%s; repacking %v; %d threads, %s template)\n", s(c.LlamaMS), when, c.Repack, c.Threads, c.Template)
+	if c.ReadyAfter > 0 {
+		fmt.Fprintf(w, "  ready after the last byte %s\n", s(c.ReadyAfter))
+	}
 }
 
 // askOnce asks a question through the OpenAI-compatible API, streamed, and

@@ -41,3 +41,21 @@ func TestPhases(t *testing.T) {
 		t.Errorf("the download phase was announced %d times, want once:\n%s", n, s)
 	}
 }
+
+// TestPrintColdStart checks that the breakdown says when llama.cpp loaded,
+// whether it repacked, and how long the model trailed its last byte.
+func TestPrintColdStart(t *testing.T) {
+	for _, c := range []struct {
+		early bool
+		want  string
+	}{{true, "during the download; repacking true"}, {false, "after the download; repacking true"}} {
+		var h health
+		h.ColdStart.Source, h.ColdStart.Bytes, h.ColdStart.TotalMS = "s3://models/m.gguf", 1.1e9, 12000
+		h.ColdStart.Early, h.ColdStart.Repack, h.ColdStart.ReadyAfter = c.early, true, 250
+		var out bytes.Buffer
+		printColdStart(&out, &h)
+		if s := out.String(); !strings.Contains(s, c.want) || !strings.Contains(s, "ready after the last byte   0.25 s") {
+			t.Errorf("early %v: want %q and the time after the last byte in:\n%s", c.early, c.want, s)
+		}
+	}
+}

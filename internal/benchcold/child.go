@@ -8,13 +8,17 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/memload/memload"
 	"github.com/memload/memload/internal/bench/variant"
 	"github.com/memload/memload/llm"
+	"github.com/memload/memload/memfd"
 	"github.com/memload/memload/s3load"
 )
 
@@ -92,57 +96,64 @@ func runChild(v string, t target) error {
 	mark("client", time.Now())
 	w := &watch{size: t.Size}
 	repack := func(o *llm.Options) { o.NoRepack = t.NoRepack }
-	// memload's variants load llama.cpp through an llm.EarlyLoad, as the
-	// chatbot does: without repacking, the load runs while the weights
-	// download. The peers' users load after the download.
-	early := llm.NewEarlyLoad(ctx, repack)
-	// memload hashes each part as it lands (Options.SHA256), as the
-	// chatbot does with MODEL_SHA256; the peers' users hash the memfd
-	// after the download. Unsealed, as the chatbot's: llm.LoadFile then
-	// gives back the memfd's pages of the weights llama.cpp repacks, and
-	// the time that takes counts before the model is ready.
-	l, err := variant.Download(ctx, client, v, t.Target,
-		func(dst io.WriterAt) io.WriterAt { return counted{dst, w} },
-		func(o *s3load.Options) {
+
+	var m *llm.Model
+	if name, _, _ := strings.Cut(v, ":"); name == "memload" {
+		// memload's variants go down the chatbot's own path,
+		// memload.Load: the SHA-256 checked as the parts land, llama.cpp
+		// loaded during the download where it can be, the memfd's pages
+		// of repacked weights given back before the model is ready.
+		shape, err := memloadShape(v)
+		if err != nil {
+			return err
+		}
+		var st memload.Stats
+		m, st, err = memload.Load(ctx, client, "s3://"+t.Bucket+"/"+t.Key, func(o *memload.Options) {
 			o.SHA256 = t.SHA256
-			o.NoSeal = true
-			o.Progress = func(done, total int64) { w.add(0, done) }
-			o.OnPrefix = early.Written
+			o.LLMOptions = append(o.LLMOptions, repack)
+			o.S3Options = append(o.S3Options, shape, func(o *s3load.Options) {
+				o.Progress = func(done, total int64) { w.add(0, done) }
+			})
 		})
-	if err != nil {
-		_, _ = early.Finish(nil, err) // closes a model loaded early
-		return err
-	}
-	defer l.Close()
-	res.CPU = w.cpu
-	mark("first write", w.first)
-	mark("last byte", w.last)
-	if l.Plain != nil {
-		sum, err := sha256Of(l.Plain)
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		res.Parts, res.Early = st.Download.Parts, st.Model.Early
+		mark("verified", st.Verified)
+		mark("llama.cpp loaded", st.Ready)
+	} else {
+		// What a user of the SDK's downloaders does: download into a
+		// memfd, hash it, hand llama.cpp the memfd's path.
+		l, err := variant.Download(ctx, client, v, t.Target,
+			func(dst io.WriterAt) io.WriterAt { return counted{dst, w} })
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+		var fd uintptr // the peer's memfd, or memload's with +memfd
+		if l.File != nil {
+			fd = l.File.Fd()
+		} else {
+			fd = l.Plain.Fd()
+		}
+		sum, err := sha256Of(int(fd), t.Size)
 		if err != nil {
 			return err
 		}
 		if sum != t.SHA256 {
 			return fmt.Errorf("%s loaded bytes with SHA-256 %s, want %s", v, sum, t.SHA256)
 		}
+		mark("verified", time.Now())
+		if m, err = llm.Load(ctx, fmt.Sprintf("/proc/self/fd/%d", fd), repack); err != nil {
+			return err
+		}
+		defer m.Close()
+		mark("llama.cpp loaded", time.Now())
 	}
-	mark("verified", time.Now())
-	res.Parts = l.Stats.Parts
-
-	var m *llm.Model
-	if l.File != nil {
-		m, err = early.Finish(l.File, nil)
-		res.Early = early.Stats().Early
-	} else {
-		// What a user of the SDK's downloaders does: hand llama.cpp the
-		// memfd's path.
-		m, err = llm.Load(ctx, fmt.Sprintf("/proc/self/fd/%d", l.Plain.Fd()), repack)
-	}
-	if err != nil {
-		return err
-	}
-	defer m.Close()
-	mark("llama.cpp loaded", time.Now())
+	res.CPU = w.cpu
+	mark("first write", w.first)
+	mark("last byte", w.last)
 	if _, err := m.Chat(ctx, []llm.Message{{Role: llm.RoleUser, Content: "Hi"}}, nil,
 		func(o *llm.ChatOptions) { o.Temperature, o.MaxTokens = 0, 1 }); err != nil {
 		return err
@@ -151,12 +162,30 @@ func runChild(v string, t target) error {
 	return json.NewEncoder(os.Stdout).Encode(res)
 }
 
-func sha256Of(f *os.File) (string, error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return "", err
+// memloadShape is the download shape of a memload variant, as
+// variant.Download sets it: memload (defaults), memload:seed,
+// memload:noreserve or memload:P:C.
+func memloadShape(v string) (func(*s3load.Options), error) {
+	_, params, _ := strings.Cut(v, ":")
+	switch params {
+	case "":
+		return func(*s3load.Options) {}, nil
+	case "seed":
+		return func(o *s3load.Options) { o.PartSize, o.Concurrency = 100<<20, runtime.NumCPU() }, nil
+	case "noreserve":
+		return func(o *s3load.Options) {
+			o.MemfdOptions = append(o.MemfdOptions, func(m *memfd.Options) { m.NoReserve = true })
+		}, nil
 	}
-	b, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	p, c, err := variant.ParseShape(params)
+	if err != nil {
+		return nil, err
+	}
+	return func(o *s3load.Options) { o.PartSize, o.Concurrency = p, c }, nil
+}
+
+func sha256Of(fd int, size int64) (string, error) {
+	b, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
 	if err != nil {
 		return "", err
 	}

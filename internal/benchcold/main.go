@@ -12,13 +12,15 @@
 // variants, each link's accuracy is measured with raw GETs, and printed.
 // "model ready - last byte" is how long the model trails the download:
 // what is left of the SHA-256 and llama.cpp's load, the chatbot's
-// ready_after_last_byte_ms. memload's variants load llama.cpp through an
-// llm.EarlyLoad, as the chatbot does; with -norepack (llm.Options.NoRepack,
-// the chatbot's REPACK=false) that load starts during the download, as
-// soon as the GGUF header is in, and the runs that did so are counted in
-// the "llama.cpp loaded" column. The peers load after the download.
+// ready_after_last_byte_ms. memload's variants load through memload.Load,
+// as the chatbot does: llama.cpp's load starts during the download where
+// llm allows it (without repacking, llm.Options.NoRepack, the chatbot's
+// REPACK=false; with repacking once llm gates it), and the runs that did so
+// are counted in the "llama.cpp loaded" column. The peers load after the
+// download. -repack both (the default) runs memload's variants with
+// repacking on and off, side by side; the peers with it on.
 //
-//	go run ./internal/benchcold [-shapes lambda-like,...] [-variants memload,...] [-rounds 3] [-norepack]
+//	go run ./internal/benchcold [-shapes lambda-like,...] [-variants memload,...] [-rounds 3] [-repack on|off|both]
 package main
 
 import (
@@ -54,7 +56,7 @@ import (
 const rawRow = "raw reader: 32 connections, 8 MiB ranges, bytes dropped (the shaper's own accuracy, once)"
 
 const (
-	defaultShapes   = "lambda-like,lambda-like-slow-tail,300MB/s,800MB/s"
+	defaultShapes   = "lambda-like,lambda-like-slow-tail,lambda-quota-2GB,lambda-quota-10GB,300MB/s,800MB/s"
 	defaultVariants = "memload,memload:seed,manager,transfermanager"
 )
 
@@ -73,8 +75,12 @@ func main() {
 	variants := flag.String("variants", defaultVariants, "comma-separated variants, memload first: it is the reference")
 	rounds := flag.Int("rounds", 3, "rounds of every variant on every link")
 	model := flag.String("model", "", "GGUF model (default: the generated 1.5B-shaped model in .cache/models)")
-	noRepack := flag.Bool("norepack", false, "load llama.cpp without repacking the weights (llm.Options.NoRepack)")
+	repack := flag.String("repack", "both", "llama.cpp's repacking of the weights: on, off (llm.Options.NoRepack) or both (memload's variants both ways)")
+	noRepack := flag.Bool("norepack", false, "the same as -repack off")
 	flag.Parse()
+	if *noRepack {
+		*repack = "off"
+	}
 	var links []testutil.Link
 	for _, name := range strings.Split(*shapes, ",") {
 		l, err := testutil.LinkNamed(name)
@@ -83,7 +89,11 @@ func main() {
 		}
 		links = append(links, l)
 	}
-	if err := run(links, strings.Split(*variants, ","), *rounds, *model, *noRepack); err != nil {
+	rows, err := expand(strings.Split(*variants, ","), *repack)
+	if err != nil {
+		fail(err)
+	}
+	if err := run(links, rows, *rounds, *model, *repack); err != nil {
 		fail(err)
 	}
 }
@@ -93,7 +103,40 @@ func fail(err error) {
 	os.Exit(1)
 }
 
-func run(links []testutil.Link, variants []string, rounds int, path string, noRepack bool) error {
+// noRepackSuffix marks a row run with llm.Options.NoRepack.
+const noRepackSuffix = "|norepack"
+
+// expand makes the rows of the tables: each variant, with repacking on or
+// off, or, for both, memload's variants both ways and the peers with it on.
+func expand(variants []string, repack string) ([]string, error) {
+	var rows []string
+	for _, v := range variants {
+		switch memload := strings.HasPrefix(v, "memload"); repack {
+		case "on":
+			rows = append(rows, v)
+		case "off":
+			rows = append(rows, v+noRepackSuffix)
+		case "both":
+			rows = append(rows, v)
+			if memload {
+				rows = append(rows, v+noRepackSuffix)
+			}
+		default:
+			return nil, fmt.Errorf("-repack %q: want on, off or both", repack)
+		}
+	}
+	return rows, nil
+}
+
+// label names a row in a table.
+func label(row string) string {
+	if v, ok := strings.CutSuffix(row, noRepackSuffix); ok {
+		return variant.Label(v) + ", repacking off"
+	}
+	return variant.Label(row) + ", repacking on"
+}
+
+func run(links []testutil.Link, variants []string, rounds int, path string, repack string) error {
 	ctx := context.Background()
 	if path == "" {
 		var err error
@@ -110,14 +153,9 @@ func run(links []testutil.Link, variants []string, rounds int, path string, noRe
 	if err != nil {
 		return err
 	}
-	t.NoRepack = noRepack
-	repack := "on"
-	if noRepack {
-		repack = "off (-norepack)"
-	}
 
 	fmt.Printf("# Cold start on a shaped link, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
-	fmt.Printf("Machine: %s. llama.cpp: %s; repacking %s.\n", machine.Describe(), llm.SystemInfo(), repack)
+	fmt.Printf("Machine: %s. llama.cpp: %s; repacking: %s.\n", machine.Describe(), llm.SystemInfo(), repack)
 	fmt.Printf("Model: %s, %d bytes (%.2f GB), uploaded in 8 MiB parts as `aws s3 cp` does. Rounds: %d, medians.\n",
 		filepath.Base(path), t.Size, float64(t.Size)/1e9, rounds)
 	fmt.Printf("Command: go run ./internal/benchcold %s\n", strings.Join(os.Args[1:], " "))
@@ -125,13 +163,14 @@ func run(links []testutil.Link, variants []string, rounds int, path string, noRe
 	fmt.Println("The links are a testutil.Shaper in front of MinIO on 127.0.0.1 over plain HTTP: a stand-in for")
 	fmt.Println("Lambda's network and S3, not a measurement of them. Times are from the process's start.")
 
-	use := map[string]map[string]float64{} // link -> variant -> median share of the ceiling
+	use := map[string]map[string]float64{}   // link -> row -> median share of the ceiling
+	ready := map[string]map[string]float64{} // link -> row -> median model ready - last byte, s
 	for _, l := range links {
-		u, err := runLink(ctx, m, t, l, variants, rounds)
+		u, r, err := runLink(ctx, m, t, l, variants, rounds)
 		if err != nil {
 			return err
 		}
-		use[l.Name] = u
+		use[l.Name], ready[l.Name] = u, r
 	}
 
 	fmt.Printf("\n## Share of each link's ceiling reached by the download (medians)\n\n")
@@ -144,20 +183,30 @@ func run(links []testutil.Link, variants []string, rounds int, path string, noRe
 	fmt.Println(head)
 	fmt.Println(rule)
 	for _, v := range append([]string{rawRow}, variants...) {
-		label := v
+		name := v
 		if v != rawRow {
-			label = variant.Label(v)
+			name = label(v)
 		}
-		row := "| " + label + " |"
+		row := "| " + name + " |"
 		for _, l := range links {
 			row += fmt.Sprintf(" %.0f %% |", 100*use[l.Name][v])
+		}
+		fmt.Println(row)
+	}
+	fmt.Printf("\n## Model ready - last byte, s (medians)\n\n")
+	fmt.Println(head)
+	fmt.Println(rule)
+	for _, v := range variants {
+		row := "| " + label(v) + " |"
+		for _, l := range links {
+			row += fmt.Sprintf(" %.2f |", ready[l.Name][v])
 		}
 		fmt.Println(row)
 	}
 	if clean, tail := use["lambda-like"], use["lambda-like-slow-tail"]; clean != nil && tail != nil {
 		fmt.Println()
 		for _, v := range variants {
-			fmt.Printf("%s: the slow tail costs %.1f %% of the clean link's throughput.\n", variant.Label(v), 100*(1-tail[v]/clean[v]))
+			fmt.Printf("%s: the slow tail costs %.1f %% of the clean link's throughput.\n", label(v), 100*(1-tail[v]/clean[v]))
 		}
 	}
 	fmt.Printf("\nLoad average after: %s\n", machine.LoadAvg())
@@ -201,14 +250,14 @@ type sample struct {
 	minioCPU, shaperCPU time.Duration
 }
 
-func runLink(ctx context.Context, m *testutil.MinIO, t target, l testutil.Link, variants []string, rounds int) (map[string]float64, error) {
+func runLink(ctx context.Context, m *testutil.MinIO, t target, l testutil.Link, variants []string, rounds int) (use, ready map[string]float64, err error) {
 	ceiling := l.Ceiling(t.Size)
 	fmt.Printf("\n## %s\n\n%s.\n", l.Name, l)
 	fmt.Printf("Ceiling: %.2f s for %d bytes (first byte, then burst at the peak and the rest at the sustained rate).\n",
 		ceiling.Seconds(), t.Size)
 	acc, raw, err := accuracy(ctx, m, t, l)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	fmt.Printf("Shaper accuracy: %s.\n\n", acc)
 
@@ -221,14 +270,15 @@ func runLink(ctx context.Context, m *testutil.MinIO, t target, l testutil.Link, 
 		for _, v := range order {
 			s, err := runOnce(v, t, l, m.Pid())
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			samples[v] = append(samples[v], s)
 		}
 	}
 	fmt.Println("| variant | first write s | last byte s | of the ceiling | of the raw reader | link idle s | verified s | llama.cpp loaded s | model ready - last byte s | first token s | GETs (slow) | CPU-s to the last byte: client + MinIO + shaper | CPUs busy |")
 	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-	use := map[string]float64{rawRow: ceiling.Seconds() / raw.Seconds()}
+	use = map[string]float64{rawRow: ceiling.Seconds() / raw.Seconds()}
+	ready = map[string]float64{}
 	for _, v := range variants {
 		ss := samples[v]
 		at := func(p string) float64 {
@@ -237,11 +287,11 @@ func runLink(ctx context.Context, m *testutil.MinIO, t target, l testutil.Link, 
 		use[v] = variant.Median(ss, func(s sample) float64 {
 			return ceiling.Seconds() / (s.Phases["last byte"] - s.Phases["client"]).Seconds()
 		})
-		fmt.Printf("| %s | %.2f | %.2f | %.0f %% | %.0f %% | %.2f | %.2f | %s | %.2f | %.2f | %.0f (%.0f) | %s | %.2f of %d |\n", variant.Label(v),
+		ready[v] = variant.Median(ss, func(s sample) float64 { return (s.Phases["llama.cpp loaded"] - s.Phases["last byte"]).Seconds() })
+		fmt.Printf("| %s | %.2f | %.2f | %.0f %% | %.0f %% | %.2f | %.2f | %s | %.2f | %.2f | %.0f (%.0f) | %s | %.2f of %d |\n", label(v),
 			at("first write"), at("last byte"), 100*use[v], 100*use[v]*ceiling.Seconds()/raw.Seconds(),
 			variant.Median(ss, func(s sample) float64 { return s.shaped.Idle.Seconds() }),
-			at("verified"), loadedCell(ss, at("llama.cpp loaded")),
-			variant.Median(ss, func(s sample) float64 { return (s.Phases["llama.cpp loaded"] - s.Phases["last byte"]).Seconds() }),
+			at("verified"), loadedCell(ss, at("llama.cpp loaded")), ready[v],
 			at("first token"),
 			variant.Median(ss, func(s sample) float64 { return float64(s.shaped.Requests) }),
 			variant.Median(ss, func(s sample) float64 { return float64(s.shaped.Slow) }),
@@ -256,10 +306,10 @@ func runLink(ctx context.Context, m *testutil.MinIO, t target, l testutil.Link, 
 	fmt.Println("byte, each run's, so not the difference of the medians: how long the model trailed the download (what is")
 	fmt.Println("left of the SHA-256, llama.cpp's load), the chatbot's ready_after_last_byte_ms. GETs counted by the shaper,")
 	fmt.Println("HEADs included. CPU-s to the last byte: the client process's CPU time (user and system) when its last")
-	fmt.Println("byte landed (its start, and with -norepack llama.cpp's early load, included), MinIO's and the shaper's")
+	fmt.Println("byte landed (its start, and an early load of llama.cpp, included), MinIO's and the shaper's")
 	fmt.Println("while it ran (they are idle after its last byte); CPUs busy: their sum over the time to the last byte, of")
 	fmt.Println("this machine's CPUs. A link the client does not fill with the CPUs all busy is the machine's limit.")
-	return use, nil
+	return use, ready, nil
 }
 
 // cpuCell shows the median CPU time of the client, MinIO and the shaper
@@ -363,7 +413,9 @@ func accuracy(ctx context.Context, m *testutil.MinIO, t target, l testutil.Link)
 
 // runOnce runs one variant in a new process of this program, behind a
 // shaper of its own, so that no variant inherits another's spent burst.
-func runOnce(v string, t target, l testutil.Link, minioPid int) (sample, error) {
+func runOnce(row string, t target, l testutil.Link, minioPid int) (sample, error) {
+	v, noRepack := strings.CutSuffix(row, noRepackSuffix)
+	t.NoRepack = noRepack
 	s, err := testutil.StartShaper(t.Endpoint, l)
 	if err != nil {
 		return sample{}, err
@@ -376,7 +428,7 @@ func runOnce(v string, t target, l testutil.Link, minioPid int) (sample, error) 
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	cmd.Env = append(os.Environ(), "MEMLOAD_BENCH_CHILD="+v, "MEMLOAD_BENCH_TARGET="+string(spec))
-	fmt.Fprintf(os.Stderr, "%s on %s ...\n", v, l.Name)
+	fmt.Fprintf(os.Stderr, "%s on %s ...\n", label(row), l.Name)
 	minio0, err := machine.ProcessCPU(minioPid)
 	if err != nil {
 		return sample{}, err

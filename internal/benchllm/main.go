@@ -8,9 +8,13 @@
 // from git history), side by side in the same run.
 //
 // The model is copied into a memfd first, as s3load would leave it, and
-// loaded with LoadFile and CloseFile. Each configuration runs in a fresh
-// child process, so that memory figures are not inherited from an earlier
-// load. Run it with make bench-llm, or:
+// loaded with LoadFile and CloseFile. The gated rows instead write the
+// model into the memfd at -rate MB/s, as a download would, while an
+// llm.EarlyLoad loads it, llama.cpp repacking each tensor as soon as it is
+// written; their load column is the time from the last byte to the model
+// being ready. Each configuration runs in a fresh child process, so that
+// memory figures are not inherited from an earlier load. Run it with make
+// bench-llm, or:
 //
 //	go run ./internal/benchllm -rounds 3 [-old PATH]
 package main
@@ -51,6 +55,8 @@ func main() {
 	child := flag.String("child", "", "internal: run one configuration, given as mmap,threads")
 	repack := flag.Bool("repack", true, "internal: the child's repacking")
 	giveBack := flag.Bool("giveback", true, "internal: the child gives back repacked pages")
+	gated := flag.Bool("gated", false, "internal: the child loads while it writes the memfd")
+	rate := flag.Float64("rate", 300, "MB/s at which the gated rows write the model, as a download")
 	turns := flag.Int("turns", 8, "turns of the conversation that measures prompt reuse (0: none)")
 	conversation := flag.Bool("conversation", false, "internal: the child has the conversation")
 	flag.Parse()
@@ -66,7 +72,7 @@ func main() {
 	}
 
 	if *child != "" {
-		c := config{Repack: *repack, GiveBack: *giveBack}
+		c := config{Repack: *repack, GiveBack: *giveBack, Gated: *gated, Rate: *rate}
 		if _, err := fmt.Sscanf(*child, "%t,%d", &c.Mmap, &c.Threads); err != nil {
 			log.Fatal(err)
 		}
@@ -100,6 +106,8 @@ func main() {
 	defer os.RemoveAll(haswell)
 
 	configs := []config{
+		{Engine: "new", Variant: "best", Repack: true, GiveBack: true, Gated: true, Rate: *rate},
+		{Engine: "new", Variant: "haswell", Repack: true, GiveBack: true, Gated: true, Rate: *rate},
 		{Engine: "new", Variant: "best", Repack: true, GiveBack: true},
 		{Engine: "new", Variant: "best", Repack: true},
 		{Engine: "new", Variant: "best"},
@@ -241,12 +249,18 @@ type config struct {
 	Variant  string // "best" or "haswell": the CPU variants present
 	Repack   bool
 	GiveBack bool
+	Gated    bool    // loaded while written, at Rate MB/s (llm.EarlyLoad)
+	Rate     float64 // MB/s
 	Mmap     bool
 	Threads  int
 }
 
 func (c config) String() string {
-	return fmt.Sprintf("%s %s repack=%v giveback=%v threads=%d", c.Engine, c.Variant, c.Repack, c.GiveBack, c.Threads)
+	s := fmt.Sprintf("%s %s repack=%v giveback=%v threads=%d", c.Engine, c.Variant, c.Repack, c.GiveBack, c.Threads)
+	if c.Gated {
+		s += fmt.Sprintf(" gated at %.0f MB/s", c.Rate)
+	}
+	return s
 }
 
 // haswellOnly returns a directory holding llama.cpp with only its AVX2
@@ -284,6 +298,7 @@ type result struct {
 	AfterChat      memory        // after the measured chat: all weights touched
 	PeakFootprint  int64         // highest footprint sampled during the load
 	GivenBack      int64
+	Early          llm.EarlyStats // the gated rows'
 	System         string
 	PromptTokens   int
 	PromptPerSec   float64
@@ -353,7 +368,8 @@ func runChild(path string, c config, old, haswell string, promptWords, gen int) 
 	if c.Engine == "old" {
 		exe = old
 	} else {
-		args = append(args, fmt.Sprintf("-repack=%t", c.Repack), fmt.Sprintf("-giveback=%t", c.GiveBack))
+		args = append(args, fmt.Sprintf("-repack=%t", c.Repack), fmt.Sprintf("-giveback=%t", c.GiveBack),
+			fmt.Sprintf("-gated=%t", c.Gated), fmt.Sprintf("-rate=%g", c.Rate))
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.Stderr = os.Stderr
@@ -403,10 +419,12 @@ func run(path string, c config, promptWords, gen int) (result, error) {
 	if err != nil {
 		return r, err
 	}
-	if _, err := io.Copy(io.NewOffsetWriter(f, 0), src); err != nil {
-		return r, err
+	if !c.Gated {
+		if _, err := io.Copy(io.NewOffsetWriter(f, 0), src); err != nil {
+			return r, err
+		}
+		r.CopyToMemfd = time.Since(start)
 	}
-	r.CopyToMemfd = time.Since(start)
 
 	// Sample the footprint while llama.cpp loads: the memfd is alive
 	// throughout (a duplicate descriptor tells how much of it is held),
@@ -433,11 +451,22 @@ func run(path string, c config, promptWords, gen int) (result, error) {
 			}
 		}
 	})
-	start = time.Now()
-	m, err := llm.LoadFile(ctx, f, func(o *llm.Options) {
+	opts := func(o *llm.Options) {
 		o.Threads, o.NoMmap, o.CloseFile = c.Threads, !c.Mmap, true
 		o.NoRepack, o.KeepRepacked = !c.Repack, !c.GiveBack
-	})
+	}
+	var m *llm.Model
+	if c.Gated {
+		var e *llm.EarlyLoad
+		e, err = writeGated(ctx, src, f, c.Rate, opts)
+		lastByte := time.Now() // the load column is ready - last byte
+		r.CopyToMemfd, start = lastByte.Sub(start), lastByte
+		m, err = e.Finish(f, err)
+		r.Early = e.Stats()
+	} else {
+		start = time.Now()
+		m, err = llm.LoadFile(ctx, f, opts)
+	}
 	r.Load = time.Since(start)
 	close(done)
 	wg.Wait()
@@ -472,6 +501,38 @@ func run(path string, c config, promptWords, gen int) (result, error) {
 	r.Generated, r.GeneratePerSec = st.GeneratedTokens, st.GenerateTokensPerSecond()
 	r.TTFT, r.FinishReason = st.TimeToFirstToken, st.FinishReason
 	return r, nil
+}
+
+// writeGated writes src into f at rate MB/s, telling an EarlyLoad that
+// loads it of each 16 MiB in place as s3load tells of each part, and
+// returns the EarlyLoad once the last byte is written. The writer
+// verifies nothing, so each piece is also Verified at once: the repacked
+// tensors' pages go as soon as llama.cpp has repacked them. (It copies
+// through a 1 MiB buffer, so as not to count a large one in the
+// footprint.)
+func writeGated(ctx context.Context, src io.ReaderAt, f *memfd.File, rate float64, opts func(*llm.Options)) (*llm.EarlyLoad, error) {
+	e := llm.NewEarlyLoad(ctx, opts)
+	buf := make([]byte, 1<<20)
+	start := time.Now()
+	for off := int64(0); off < f.Size(); {
+		n, err := src.ReadAt(buf[:min(int64(len(buf)), f.Size()-off)], off)
+		if n == 0 {
+			return e, fmt.Errorf("read the model at %d: %w", off, err)
+		}
+		// The bytes arrive no sooner than the rate allows.
+		if due := start.Add(time.Duration(float64(off+int64(n)) / (rate * 1e6) * float64(time.Second))); time.Until(due) > 0 {
+			time.Sleep(time.Until(due))
+		}
+		if _, err := f.WriteAt(buf[:n], off); err != nil {
+			return e, err
+		}
+		off += int64(n)
+		if off%(16<<20) == 0 || off == f.Size() {
+			e.Written(f, off)
+			e.Verified(off)
+		}
+	}
+	return e, nil
 }
 
 // held returns the bytes of memory the file fd holds.
@@ -540,8 +601,12 @@ func printReport(w io.Writer, path string, size int64, rs []result) {
 		if o := oldPrompt[r.Threads]; o > 0 {
 			ratio = fmt.Sprintf("%.2f", r.MedianPromptPerSec/o)
 		}
+		engine := r.Engine
+		if r.Gated {
+			engine += fmt.Sprintf(", gated, written at %.0f MB/s", r.Rate)
+		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %d | %.2f s | %s (%.2f×) | %s (%.2f×) | %.1f / %.1f | %s | %.1f / %.1f | %.2f s |\n",
-			r.Engine, variant, onOff(r.Repack), gib(r.GivenBack), r.Threads, r.Load.Seconds(),
+			engine, variant, onOff(r.Repack), gib(r.GivenBack), r.Threads, r.Load.Seconds(),
 			gib(r.AfterLoad.Footprint()), float64(r.AfterLoad.Footprint())/float64(size),
 			gib(r.PeakFootprint), float64(r.PeakFootprint)/float64(size),
 			r.PromptPerSec, r.MedianPromptPerSec, ratio,
@@ -553,6 +618,14 @@ func printReport(w io.Writer, path string, size int64, rs []result) {
 		m := r.AfterChat
 		fmt.Fprintf(w, "  %-48s anon %s, file %s, shmem %s, memfd held %s\n",
 			r.config.String()+":", gib(m.Anon), gib(m.File), gib(m.Shmem), gib(m.MemfdHeld))
+	}
+	fmt.Fprintf(w, "\nThe gated rows write the model into the memfd at the rate shown, as a download, while llm.EarlyLoad loads it;\n"+
+		"their load is the time from the last byte to the model being ready. What the gate did (first round):\n")
+	for _, r := range rs {
+		if r.Gated {
+			fmt.Fprintf(w, "  %-48s written in %.2f s; gated %v, llama.cpp waited %d times, %.2f s in all; fallback: %q\n",
+				r.config.String()+":", r.CopyToMemfd.Seconds(), r.Early.Gated, r.Early.Waits, r.Early.Waited.Seconds(), r.Early.Fallback)
+		}
 	}
 }
 

@@ -54,15 +54,27 @@ type Link struct {
 // S3 performance guide). The 300 and 800 MB/s links keep S3's
 // per-connection cap and first byte and widen only the pipe, as a larger
 // host would see it.
+//
+// lambda-quota-2GB and lambda-quota-10GB are Lambda's raised bandwidth
+// (since August 2026 a function outside a VPC can ask for it through
+// Service Quotas, "Network bandwidth per execution environment"): 625 Mbit/s
+// (78 MB/s) at 2 GB of memory and 3,000 Mbit/s (375 MB/s) at 10 GB, after
+// the same burst as lambda-like. The burst's 2.7 Gbit/s peak is below
+// 375 MB/s, so at 10 GB the peak is the quota: the burst adds nothing.
 func Links() []Link {
 	const mb = 1e6
 	lambda := Link{Name: "lambda-like", PerConn: 90 * mb, FirstByte: 30 * time.Millisecond,
 		Rate: 75 * mb, Burst: 300 * mb, Peak: 2.7e9 / 8}
 	slow := lambda
 	slow.Name, slow.SlowShare, slow.SlowFactor, slow.Seed = "lambda-like-slow-tail", 0.1, 5, 1
+	quota2, quota10 := lambda, lambda
+	quota2.Name, quota2.Rate = "lambda-quota-2GB", 625e6/8
+	quota10.Name, quota10.Rate, quota10.Peak = "lambda-quota-10GB", 3000e6/8, max(lambda.Peak, 3000e6/8)
 	return []Link{
 		lambda,
 		slow,
+		quota2,
+		quota10,
 		{Name: "300MB/s", PerConn: 90 * mb, FirstByte: 30 * time.Millisecond, Rate: 300 * mb},
 		{Name: "800MB/s", PerConn: 90 * mb, FirstByte: 30 * time.Millisecond, Rate: 800 * mb},
 	}

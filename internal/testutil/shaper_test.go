@@ -325,3 +325,32 @@ func TestLinkCeiling(t *testing.T) {
 		}
 	}
 }
+
+// TestLinkQuotaShapes checks the shapes of Lambda's raised bandwidth:
+// 625 and 3,000 Mbit/s sustained, after lambda-like's burst, so that a
+// 1.1 GB model takes 10.27 s and 2.96 s at best.
+func TestLinkQuotaShapes(t *testing.T) {
+	lambda, err := LinkNamed("lambda-like")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name    string
+		rate    float64
+		ceiling time.Duration // of 1.1 GB
+	}{
+		{"lambda-quota-2GB", 78.125e6, 30*time.Millisecond + 10240*time.Millisecond},
+		{"lambda-quota-10GB", 375e6, 30*time.Millisecond + 2933333333},
+	} {
+		l, err := LinkNamed(c.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Rate != c.rate || l.Burst != lambda.Burst || l.PerConn != lambda.PerConn || l.FirstByte != lambda.FirstByte || l.Peak < l.Rate {
+			t.Errorf("%s: %v, want %.0f MB/s after lambda-like's burst (%v), a peak no lower", c.name, l, c.rate/1e6, lambda)
+		}
+		if got := l.Ceiling(1.1e9); got.Round(time.Millisecond) != c.ceiling.Round(time.Millisecond) {
+			t.Errorf("%s: ceiling of 1.1 GB %v, want %v", c.name, got, c.ceiling)
+		}
+	}
+}
