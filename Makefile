@@ -15,7 +15,7 @@ LLAMA_PLATFORM_arm64 := linux-arm64
 RIE_MODULE := github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test check minio tools rie chromium jinja2 llama zip-libs graviton chatbot zip bench bench-llm bench-coldstart bench-sizes fuzz
+.PHONY: demo test check minio tools rie chromium jinja2 llama zip-libs graviton chatbot zip image bench bench-llm bench-coldstart bench-sizes fuzz
 
 ## demo: run the Lambda chatbot locally: MinIO, a generated model, the chat page
 # (DEMO_FLAGS=-link lambda-like puts MinIO behind a Lambda-shaped link)
@@ -56,6 +56,34 @@ zip: llama zip-libs
 	go run ./examples/chatbot/lambdazip -arch $(ARCH) -glibc 2.34 -llama $(LLAMA_DIR) -lib $(LIBFFI) -lib $(LIBSTDCXX) \
 		-o dist/chatbot-$(ARCH).zip dist/$(ARCH)/bootstrap
 	cp dist/chatbot-$(ARCH).zip dist/chatbot.zip   # what examples/chatbot/template.yaml deploys
+
+## image: build the chatbot's container image for SnapStart, $(IMAGE), from the zip's bootstrap and lib/
+## (examples/chatbot/Dockerfile; needs docker or podman with a running engine that can pull public.ecr.aws)
+# The engine is checked first: without one, nothing is built and the
+# reason is printed. Deploy with examples/chatbot/template-image.yaml.
+# IMAGE_FLAGS go to the engine's build (e.g. --build-arg BASE=a mirror of the base).
+IMAGE ?= memload-chatbot:$(ARCH)
+IMAGE_FLAGS ?=
+image:
+	@engine=; why=; \
+	for e in docker podman; do \
+	  if ! command -v $$e >/dev/null 2>&1; then why="$$why\n  $$e: not installed"; continue; fi; \
+	  if out=$$($$e info 2>&1 >/dev/null); then engine=$$e; break; fi; \
+	  why="$$why\n  $$e ($$(command -v $$e)): $$(printf '%s' "$$out" | grep -v '^$$' | tail -1)"; \
+	done; \
+	if [ -z "$$engine" ]; then \
+	  printf "make image: no container engine can build the image here:$$why\n"; \
+	  echo "Run make image where docker or podman runs and can pull public.ecr.aws/lambda/provided:al2023 (make zip builds the same bootstrap and lib/ without one)."; \
+	  exit 1; \
+	fi; \
+	command -v unzip >/dev/null || { echo "make image: unzip is missing (apt-get install unzip)"; exit 1; }; \
+	$(MAKE) --no-print-directory zip ARCH=$(ARCH) && \
+	rm -rf dist/image-$(ARCH) && mkdir -p dist/image-$(ARCH) && unzip -q dist/chatbot-$(ARCH).zip -d dist/image-$(ARCH) && \
+	if $$engine build --platform linux/$(ARCH) $(IMAGE_FLAGS) -f examples/chatbot/Dockerfile -t $(IMAGE) dist/image-$(ARCH); then \
+	  echo "built $(IMAGE) with $$engine: push it to ECR, then sam deploy -t examples/chatbot/template-image.yaml with ImageUri"; \
+	else \
+	  echo "make image: $$engine build failed; if it could not pull the base, check access to public.ecr.aws, or use a mirror: IMAGE_FLAGS=--build-arg BASE=MIRROR/provided:al2023@sha256:..."; exit 1; \
+	fi
 
 ## zip-libs: libffi and a glibc-2.34 libstdc++ for ARCH's Lambda zip (installs Debian's packages when missing)
 zip-libs: $(LIBSTDCXX)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -165,7 +164,7 @@ func rate(n int, d time.Duration) float64 {
 // generation within one token (or one graph operation of the prompt), and
 // Chat returns ctx.Err() with the Stats so far.
 func (m *Model) Chat(ctx context.Context, msgs []Message, onToken func(string) error, optFns ...func(*ChatOptions)) (Stats, error) {
-	o := ChatOptions{Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, Seed: rand.Uint32()}
+	o := ChatOptions{Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, Seed: randomSeed()}
 	for _, fn := range optFns {
 		fn(&o)
 	}

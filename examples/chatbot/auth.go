@@ -23,7 +23,7 @@ const minKeyLen = 16
 // (AWS_ENDPOINT_URL_SSM and AWS_ENDPOINT_URL_SECRETS_MANAGER point the
 // clients elsewhere, as the AWS SDK does for every service.)
 func fetchAPIKey(ctx context.Context, cfg config) (string, error) {
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, cfg.awsOptions...)
 	if err != nil {
 		return "", fmt.Errorf("AWS configuration for the API key: %w", err)
 	}

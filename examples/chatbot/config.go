@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"strconv"
 	"strings"
 	"time"
@@ -62,6 +64,12 @@ type config struct {
 	// lines; FunctionName (AWS_LAMBDA_FUNCTION_NAME) is their dimension.
 	MetricsNamespace string
 	FunctionName     string
+
+	// awsOptions, set by main rather than read from the environment, go
+	// to every AWS configuration the function loads (the model's S3
+	// client, the API key's client): under SnapStart, the HTTP client
+	// whose idle connections are closed before the snapshot.
+	awsOptions []func(*awsconfig.LoadOptions) error
 }
 
 // Auth types.

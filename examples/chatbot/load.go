@@ -216,7 +216,7 @@ func (l *loader) load(ctx context.Context, cfg config, logger, llmLog *slog.Logg
 		return m, c, nil
 	}
 
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx)
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, cfg.awsOptions...)
 	if err != nil {
 		return nil, c, fmt.Errorf("AWS configuration: %w", err)
 	}

@@ -3,8 +3,10 @@
 // OpenAI-compatible chat requests, streamed through a Lambda Function URL.
 //
 // Under Lambda (AWS_LAMBDA_RUNTIME_API is set) it serves its handler with
-// lambdaurl, for a Function URL in RESPONSE_STREAM mode. Anywhere else it
-// listens on 127.0.0.1:8080:
+// lambdaurl, for a Function URL in RESPONSE_STREAM mode. Under SnapStart
+// (a container image, AWS_LAMBDA_INITIALIZATION_TYPE=snap-start) its init
+// loads the whole model, and the snapshot holds it (snapstart.go).
+// Anywhere else it listens on 127.0.0.1:8080:
 //
 //	MODEL_URI=s3://bucket/model.gguf chatbot [-addr 127.0.0.1:8080]
 //
@@ -29,6 +31,10 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambdaurl"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+
+	"github.com/memload/memload/snapstart"
 )
 
 func main() {
@@ -68,6 +74,14 @@ func run() error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	snap := onLambda && snapstart.Enabled()
+	var awsHTTP *http.Client
+	if snap {
+		// One HTTP client (the SDK's default transport) for the AWS
+		// clients, whose idle connections are closed before the snapshot.
+		awsHTTP = &http.Client{Transport: awshttp.NewBuildableClient().GetTransport()}
+		cfg.awsOptions = append(cfg.awsOptions, awsconfig.WithHTTPClient(awsHTTP))
+	}
 	l := startLoad(ctx, cfg, logger, met)
 	srv := newServer(cfg, l, logger)
 	srv.metrics = met
@@ -84,6 +98,15 @@ func run() error {
 		logger.Warn("API_KEY_PARAMETER and API_KEY_SECRET are ignored with AUTH_TYPE=AWS_IAM: the Function URL checks the callers")
 	}
 
+	if snap {
+		// A SnapStart init (snapstart.go): the whole model, then the
+		// snapshot; this returns in a restored environment.
+		if err := snapStart(ctx, cfg, l, srv, awsHTTP, logger); err != nil {
+			return err
+		}
+		lambdaurl.Start(srv) // does not return
+		return nil
+	}
 	if onLambda {
 		// Lambda's init phase lasts up to 10 s. Load within it when the
 		// model allows; otherwise take the first request and let it wait.

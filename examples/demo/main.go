@@ -65,6 +65,7 @@ func run() error {
 	maxTokens := flag.Int("max-tokens", 48, "tokens to generate for the question")
 	exit := flag.Bool("exit", false, "stop after the question instead of serving until Ctrl-C")
 	linkName := flag.String("link", "none", "put MinIO behind a shaped link: none, lambda-like, lambda-like-slow-tail, lambda-quota-2GB, lambda-quota-10GB, 300MB/s or 800MB/s")
+	snap := flag.Bool("snapstart", false, "run the chatbot through SnapStart's lifecycle under lambdart (snapstart.go)")
 	flag.Parse()
 	link, err := testutil.LinkNamed(*linkName)
 	if err != nil {
@@ -100,6 +101,11 @@ func run() error {
 		endpoint = sh.URL
 		fmt.Printf("MinIO behind a shaped link (a stand-in for Lambda's network, not a measurement of it):\n  %s\n", link)
 		fmt.Printf("  at best %.1f s for %.2f GB (the link's ceiling)\n", link.Ceiling(size).Seconds(), float64(size)/1e9)
+	}
+
+	if *snap {
+		return snapStart(ctx, snapStartRun{chatbot: *chatbot, minio: m, endpoint: endpoint, uri: uri, sum: sum,
+			ask: *ask, tokens: *maxTokens, exit: *exit, out: os.Stdout})
 	}
 
 	// The chatbot, configured as the SAM template configures the function.

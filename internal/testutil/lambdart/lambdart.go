@@ -28,13 +28,30 @@
 // the environment starts at once and its init may last the function's
 // timeout, at least 130 s.
 //
+// With SnapStart (a published version of a container image that drives the
+// lifecycle itself, snapstart-runtime-hooks-custom), the environment starts
+// at once with AWS_LAMBDA_INITIALIZATION_TYPE=snap-start, and its init may
+// last the function's timeout, at least 130 s (up to Lambda's 15 minutes).
+// The init ends when the runtime calls GET /runtime/restore/next: the
+// snapshot is taken there, which here means the process is frozen (CRIU
+// cannot run here, so the snapshot is the process itself: it can be
+// restored once). The first request restores it: restore/next returns, and
+// the restore phase ends when the runtime asks for /invocation/next, within
+// 10 s; a POST /runtime/restore/error, an exit or a timeout fails it, the
+// environment is killed and requests get 502. The execution role's
+// credentials come from a container credentials endpoint
+// (AWS_CONTAINER_CREDENTIALS_FULL_URI, AWS_CONTAINER_AUTHORIZATION_TOKEN),
+// as under SnapStart, when Options.Credentials is set.
+//
 // One execution environment serves one request at a time; a request that
 // arrives while it is busy gets 429, as a function with a concurrency of 1.
 package lambdart
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,10 +65,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"golang.org/x/sys/unix"
 )
 
 // Options configure [Start]. Zero values take Lambda's defaults.
@@ -65,9 +84,20 @@ type Options struct {
 	// Timeout is the function's timeout (default 60 s; Lambda's is 3 s).
 	Timeout time.Duration
 	// InitTimeout is the init phase's limit on demand (default 10 s).
+	// Provisioned and SnapStart inits have the function's timeout, at
+	// least 130 s (Lambda's limit is 15 minutes, the longest timeout).
 	InitTimeout time.Duration
 	// Provisioned makes the environment a provisioned-concurrency one.
 	Provisioned bool
+	// SnapStart makes the environment a SnapStart one: its init runs at
+	// once, up to the snapshot (GET /runtime/restore/next), and the first
+	// request restores it.
+	SnapStart bool
+	// RestoreTimeout is the restore phase's limit (default 10 s).
+	RestoreTimeout time.Duration
+	// Credentials, if set, are the execution role's credentials, served
+	// by the container credentials endpoint.
+	Credentials *Credentials
 	// NoFreeze leaves the environment running between invocations.
 	NoFreeze bool
 	// UncappedBytes of a response go out at full speed (default 6 MB),
@@ -81,9 +111,15 @@ type Options struct {
 	Output io.Writer
 }
 
+// Credentials are AWS credentials, as the container credentials endpoint
+// hands them out.
+type Credentials struct {
+	AccessKeyID, SecretAccessKey, SessionToken string
+}
+
 // Report is what Lambda logs at the end of a phase.
 type Report struct {
-	Phase     string // "init" (the init phase), "invoke" (an init retried within an invocation, or an invocation)
+	Phase     string // "init" (the init phase), "invoke" (an init retried within an invocation, or an invocation), "restore" (SnapStart)
 	Init      bool   // an init (INIT_REPORT) rather than an invocation (REPORT)
 	RequestID string
 	Status    string // "success", "error" or "timeout"
@@ -114,6 +150,9 @@ type Function struct {
 	seq      int // processes started
 	requests int
 	closed   bool
+
+	credToken string // AWS_CONTAINER_AUTHORIZATION_TOKEN
+	credCalls int
 }
 
 // environment is one process of the function.
@@ -125,6 +164,20 @@ type environment struct {
 	initOnce sync.Once
 	initErr  chan lambdaError // POST /runtime/init/error
 	events   chan *invocation // handed out by /next
+
+	// SnapStart: snapshot is closed at restore/next (or a first /next),
+	// restore to let restore/next return; restoreErr takes POST
+	// /runtime/restore/error.
+	snapshot     chan struct{}
+	snapshotOnce sync.Once
+	restore      chan struct{}
+	restoreOnce  sync.Once
+	restored     bool // restore was closed; f.mu
+	restoreErr   chan lambdaError
+	snapshotOut  int // bytes of output at the snapshot
+
+	outR   *os.File     // the process's stdout and stderr
+	copied atomic.Int64 // bytes of it copied to the output
 
 	mu     sync.Mutex
 	frozen bool
@@ -153,8 +206,13 @@ func Start(bootstrap string, optFns ...func(*Options)) (*Function, error) {
 	for _, fn := range optFns {
 		fn(&o)
 	}
-	if o.Provisioned {
+	if o.Provisioned || o.SnapStart {
+		// snapstart-runtime-hooks-python: 130 s or the function's
+		// timeout (at most 900 s), whichever is higher.
 		o.InitTimeout = max(o.Timeout, 130*time.Second)
+	}
+	if o.RestoreTimeout == 0 {
+		o.RestoreTimeout = 10 * time.Second
 	}
 	abs, err := filepath.Abs(bootstrap)
 	if err != nil {
@@ -172,11 +230,16 @@ func Start(bootstrap string, optFns ...func(*Options)) (*Function, error) {
 		f.api.Close()
 		return nil, err
 	}
+	if o.Credentials != nil {
+		b := make([]byte, 16)
+		rand.Read(b)
+		f.credToken = hex.EncodeToString(b)
+	}
 	f.apiSrv = &http.Server{Handler: f.runtimeAPI()}
 	f.urlSrv = &http.Server{Handler: http.HandlerFunc(f.serveURL)}
 	go f.apiSrv.Serve(f.api)
 	go f.urlSrv.Serve(f.url)
-	if o.Provisioned {
+	if o.Provisioned || o.SnapStart {
 		f.mu.Lock()
 		f.env, err = f.startEnvironment()
 		env := f.env
@@ -185,7 +248,11 @@ func Start(bootstrap string, optFns ...func(*Options)) (*Function, error) {
 			f.Close()
 			return nil, err
 		}
-		go f.waitInit(env, "init", time.Now().Add(o.InitTimeout))
+		initEnd := env.initDone
+		if o.SnapStart {
+			initEnd = env.snapshot
+		}
+		go f.waitPhase(env, "init", initEnd, env.initErr, time.Now().Add(o.InitTimeout))
 	}
 	return f, nil
 }
@@ -231,6 +298,9 @@ func (f *Function) report(r Report) {
 	ms := float64(r.Duration.Microseconds()) / 1000
 	if r.Init {
 		line := fmt.Sprintf("INIT_REPORT Init Duration: %.2f ms\tPhase: %s\tStatus: %s", ms, r.Phase, r.Status)
+		if r.Phase == "restore" {
+			line = fmt.Sprintf("RESTORE_REPORT Restore Duration: %.2f ms\tStatus: %s", ms, r.Status)
+		}
 		if r.ErrorType != "" {
 			line += "\tError Type: " + r.ErrorType
 		}
@@ -258,6 +328,9 @@ func (f *Function) startEnvironment() (*environment, error) {
 	if f.opts.Provisioned {
 		initType = "provisioned-concurrency"
 	}
+	if f.opts.SnapStart {
+		initType = "snap-start"
+	}
 	env := map[string]string{
 		"AWS_LAMBDA_RUNTIME_API":          f.api.Addr().String(),
 		"AWS_LAMBDA_FUNCTION_NAME":        "function",
@@ -276,6 +349,10 @@ func (f *Function) startEnvironment() (*environment, error) {
 		"PATH":                            "/usr/local/bin:/usr/bin/:/bin:/opt/bin",
 		"LD_LIBRARY_PATH":                 "/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:" + dir + ":" + dir + "/lib:/opt/lib",
 	}
+	if f.opts.Credentials != nil {
+		env["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = "http://" + f.api.Addr().String() + credentialsPath
+		env["AWS_CONTAINER_AUTHORIZATION_TOKEN"] = f.credToken
+	}
 	for k, v := range f.opts.Env {
 		env[k] = v
 	}
@@ -284,30 +361,87 @@ func (f *Function) startEnvironment() (*environment, error) {
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	cmd.Stdout, cmd.Stderr = f.out, f.out
+	// A pipe of its own, so that the snapshot can tell when what the
+	// process wrote before it has all been read (drainOutput).
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = outW, outW
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // freeze and kill the whole group
 	e := &environment{cmd: cmd, exited: make(chan struct{}), initDone: make(chan struct{}),
-		initErr: make(chan lambdaError, 1), events: make(chan *invocation)}
-	if err := cmd.Start(); err != nil {
+		initErr: make(chan lambdaError, 1), events: make(chan *invocation),
+		snapshot: make(chan struct{}), restore: make(chan struct{}), restoreErr: make(chan lambdaError, 1), outR: outR}
+	err = cmd.Start()
+	outW.Close()
+	if err != nil {
+		outR.Close()
 		return nil, fmt.Errorf("lambdart: starting %s: %w", f.bootstrap, err)
 	}
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := outR.Read(buf)
+			f.out.Write(buf[:n])
+			e.copied.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}()
 	go func() {
 		e.exitErr = cmd.Wait()
+		<-copied // the process group is gone: the pipe is at its end
+		outR.Close()
 		close(e.exited)
 	}()
 	return e, nil
 }
 
+// drainOutput waits, up to a second, until what the process has written
+// so far (it is frozen) has been copied to the output: the pipe is empty
+// and no copy is under way.
+func (e *environment) drainOutput() {
+	rc, err := e.outR.SyscallConn()
+	if err != nil {
+		return
+	}
+	pending := func() int { // FIONREAD, TIOCINQ on Linux: bytes in the pipe
+		n := -1
+		rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.TIOCINQ) })
+		return n
+	}
+	stable := 0
+	for deadline := time.Now().Add(time.Second); stable < 2 && time.Now().Before(deadline); {
+		before := e.copied.Load()
+		time.Sleep(10 * time.Millisecond)
+		if pending() == 0 && e.copied.Load() == before {
+			stable++
+		} else {
+			stable = 0
+		}
+	}
+}
+
 // waitInit waits for env's init phase to end by deadline, reports it and
 // says whether it succeeded; a failed environment is killed.
 func (f *Function) waitInit(env *environment, phase string, deadline time.Time) bool {
+	return f.waitPhase(env, phase, env.initDone, env.initErr, deadline)
+}
+
+// waitPhase waits for done (the end of an init or a restore) by deadline,
+// reports the phase and says whether it succeeded; a failed environment
+// is killed.
+func (f *Function) waitPhase(env *environment, phase string, done <-chan struct{}, failed <-chan lambdaError, deadline time.Time) bool {
 	start := time.Now()
 	r := Report{Phase: phase, Init: true, Status: "success"}
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	select {
-	case <-env.initDone:
-	case e := <-env.initErr:
+	case <-done:
+	case e := <-failed:
 		r.Status, r.ErrorType = "error", e.Type
 	case <-env.exited:
 		r.Status, r.ErrorType = "error", "Runtime.ExitError"
@@ -326,6 +460,9 @@ func (f *Function) waitInit(env *environment, phase string, deadline time.Time) 
 // environmentFor returns a ready environment for a request, starting one
 // (and retrying a failed init within the invocation) as Lambda does.
 func (f *Function) environmentFor(arrived time.Time) (*environment, time.Time, error) {
+	if f.opts.SnapStart {
+		return f.restoreFor(arrived)
+	}
 	f.mu.Lock()
 	env := f.env
 	fresh := false
@@ -367,6 +504,71 @@ func (f *Function) environmentFor(arrived time.Time) (*environment, time.Time, e
 		return nil, time.Time{}, errors.New("init failed twice")
 	}
 	return env, deadline, nil
+}
+
+// restoreFor returns env, a SnapStart environment, restored: it waits for
+// the snapshot, then lets restore/next return and waits for the restore
+// phase to end. The snapshot, here, is the one process: once it has
+// failed or ended, there is nothing to restore.
+func (f *Function) restoreFor(arrived time.Time) (*environment, time.Time, error) {
+	env := f.current()
+	if env == nil || env.dead() {
+		// Lambda would restore another copy of the snapshot, which this
+		// stand-in does not have.
+		return nil, time.Time{}, errors.New("the SnapStart environment has ended and cannot be restored again here")
+	}
+	select {
+	case <-env.snapshot:
+	case <-env.exited:
+		return nil, time.Time{}, errors.New("the SnapStart init failed")
+	}
+	f.mu.Lock()
+	first := !env.restored
+	env.restored = true
+	f.mu.Unlock()
+	if first {
+		env.thaw()
+		env.restoreOnce.Do(func() { close(env.restore) })
+		if !f.waitPhase(env, "restore", env.initDone, env.restoreErr, time.Now().Add(f.opts.RestoreTimeout)) {
+			return nil, time.Time{}, errors.New("the restore failed")
+		}
+		return env, time.Now().Add(f.opts.Timeout), nil
+	}
+	select {
+	case <-env.initDone:
+		return env, arrived.Add(f.opts.Timeout), nil
+	case <-env.exited:
+		return nil, time.Time{}, errors.New("the environment ended")
+	}
+}
+
+// Snapshot waits up to timeout for a SnapStart function's snapshot to be
+// taken (its runtime has called restore/next and is frozen there) and
+// returns what the function had logged by then.
+func (f *Function) Snapshot(timeout time.Duration) (string, error) {
+	env := f.current()
+	if env == nil || !f.opts.SnapStart {
+		return "", errors.New("lambdart: not a SnapStart function")
+	}
+	select {
+	case <-env.snapshot:
+	case <-env.exited:
+		return "", fmt.Errorf("lambdart: the function ended before its snapshot: %v", env.exitErr)
+	case <-time.After(timeout):
+		return "", fmt.Errorf("lambdart: no snapshot within %v", timeout)
+	}
+	f.mu.Lock()
+	n := env.snapshotOut
+	f.mu.Unlock()
+	return f.out.String()[:n], nil
+}
+
+// CredentialRequests counts the requests for credentials the container
+// credentials endpoint answered.
+func (f *Function) CredentialRequests() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.credCalls
 }
 
 func (e *environment) dead() bool {
@@ -424,6 +626,9 @@ func (f *Function) runtimeAPI() http.Handler {
 	mux.HandleFunc("POST "+apiPrefix+"invocation/{id}/response", f.response)
 	mux.HandleFunc("POST "+apiPrefix+"invocation/{id}/error", f.invokeError)
 	mux.HandleFunc("POST "+apiPrefix+"init/error", f.initError)
+	mux.HandleFunc("GET "+apiPrefix+"restore/next", f.restoreNext)
+	mux.HandleFunc("POST "+apiPrefix+"restore/error", f.restoreError)
+	mux.HandleFunc("GET "+credentialsPath, f.credentials)
 	return mux
 }
 
@@ -439,6 +644,17 @@ func (f *Function) next(w http.ResponseWriter, r *http.Request) {
 	if env == nil {
 		http.Error(w, "no environment", http.StatusInternalServerError)
 		return
+	}
+	if f.opts.SnapStart {
+		// A runtime that never calls restore/next is snapshotted at its
+		// first /next, as an image labelled
+		// com.amazonaws.lambda.feature.snapstart=Allow is.
+		f.takeSnapshot(env)
+		select {
+		case <-env.restore:
+		case <-r.Context().Done():
+			return
+		}
 	}
 	env.initOnce.Do(func() { close(env.initDone) })
 	var inv *invocation
@@ -512,6 +728,71 @@ func (f *Function) invokeError(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusAccepted)
 	io.WriteString(w, `{"status":"OK"}`)
+}
+
+// takeSnapshot ends a SnapStart init: the process is frozen until a
+// request restores it.
+func (f *Function) takeSnapshot(env *environment) {
+	env.snapshotOnce.Do(func() {
+		env.freeze()
+		env.drainOutput()
+		f.mu.Lock()
+		env.snapshotOut = len(f.out.String())
+		f.mu.Unlock()
+		close(env.snapshot)
+	})
+}
+
+// restoreNext is where a SnapStart runtime waits while its snapshot is
+// taken; it returns once the environment is restored.
+func (f *Function) restoreNext(w http.ResponseWriter, r *http.Request) {
+	env := f.current()
+	if env == nil || !f.opts.SnapStart {
+		runtimeError(w, http.StatusForbidden, "InvalidStateTransition", "restore/next outside a SnapStart init")
+		return
+	}
+	f.takeSnapshot(env)
+	select {
+	case <-env.restore:
+	case <-r.Context().Done():
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (f *Function) restoreError(w http.ResponseWriter, r *http.Request) {
+	env := f.current()
+	if env == nil || !f.opts.SnapStart {
+		runtimeError(w, http.StatusForbidden, "InvalidStateTransition", "restore/error outside a SnapStart restore")
+		return
+	}
+	select {
+	case env.restoreErr <- readError(r):
+	default:
+	}
+	w.WriteHeader(http.StatusAccepted)
+	io.WriteString(w, `{"status":"OK"}`)
+}
+
+// credentialsPath is the container credentials endpoint's path.
+const credentialsPath = "/2021-04-23/credentials"
+
+// credentials serves the execution role's credentials in the container
+// credentials provider's shape, to a caller with the authorization token.
+func (f *Function) credentials(w http.ResponseWriter, r *http.Request) {
+	c := f.opts.Credentials
+	if c == nil || r.Header.Get("Authorization") != f.credToken {
+		runtimeError(w, http.StatusUnauthorized, "Unauthorized", "want Authorization: the AWS_CONTAINER_AUTHORIZATION_TOKEN")
+		return
+	}
+	f.mu.Lock()
+	f.credCalls++
+	f.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]string{
+		"AccessKeyId": c.AccessKeyID, "SecretAccessKey": c.SecretAccessKey, "Token": c.SessionToken,
+		"Expiration": time.Now().Add(time.Hour).UTC().Format(time.RFC3339),
+	})
 }
 
 func (f *Function) initError(w http.ResponseWriter, r *http.Request) {

@@ -19,6 +19,8 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-lambda-go/lambdaurl"
+
+	"github.com/memload/memload/snapstart"
 )
 
 // The test binary is also the functions these tests run: started by
@@ -64,6 +66,44 @@ func runFunction(name string) {
 		os.Exit(1)
 	case "exit":
 		os.Exit(2)
+	case "longinit":
+		// An init longer than an on-demand one may be: 11 s.
+		time.Sleep(11 * time.Second)
+		var h snapstart.Hooks
+		if err := h.Checkpoint(context.Background()); err != nil {
+			os.Exit(1)
+		}
+		lambdaurl.Start(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ready") }))
+	case "snapstart", "restorefail":
+		// The SnapStart lifecycle through memload's snapstart package:
+		// credentials are read after the restore.
+		var creds string
+		var h snapstart.Hooks
+		h.BeforeSnapshot(func(context.Context) error { fmt.Println("before snapshot"); return nil })
+		h.AfterRestore(func(context.Context) error {
+			os.WriteFile(filepath.Join(dir, "restored"), nil, 0o644)
+			if name == "restorefail" {
+				return errors.New("no credentials")
+			}
+			req, _ := http.NewRequest("GET", os.Getenv("AWS_CONTAINER_CREDENTIALS_FULL_URI"), nil)
+			req.Header.Set("Authorization", os.Getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN"))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			var c struct{ AccessKeyId string }
+			json.NewDecoder(resp.Body).Decode(&c)
+			creds = c.AccessKeyId
+			return nil
+		})
+		if err := h.Checkpoint(context.Background()); err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		lambdaurl.Start(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprint(w, os.Getenv("AWS_LAMBDA_INITIALIZATION_TYPE"), " ", creds)
+		}))
 	case "slowinit":
 		// The first start takes longer than the init phase allows.
 		if marker := filepath.Join(dir, "started"); !exists(marker) {
@@ -406,5 +446,88 @@ func TestBusy(t *testing.T) {
 	r2, body := get(t, f.URL())
 	if r2.StatusCode != http.StatusTooManyRequests {
 		t.Errorf("a second request while busy: %s %s", r2.Status, body)
+	}
+}
+
+// TestSnapStart runs a function through SnapStart's lifecycle: the init
+// ends at restore/next, where the process is frozen; the first request
+// restores it, and its after-restore hook reads the container credentials.
+func TestSnapStart(t *testing.T) {
+	f, dir := start(t, "snapstart", func(o *Options) {
+		o.SnapStart = true
+		o.Credentials = &Credentials{AccessKeyID: "AKIDSNAP", SecretAccessKey: "secret"}
+	})
+	out, err := f.Snapshot(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "before snapshot") || !f.Frozen() || exists(filepath.Join(dir, "restored")) {
+		t.Fatalf("at the snapshot: output %q, frozen %v, restored %v: want the before hook run, frozen, not restored",
+			out, f.Frozen(), exists(filepath.Join(dir, "restored")))
+	}
+	if r := reports(t, f, 1)[0]; !r.Init || r.Phase != "init" || r.Status != "success" {
+		t.Errorf("init %+v", r)
+	}
+	for i := range 2 {
+		resp, body := get(t, f.URL())
+		if resp.StatusCode != http.StatusOK || body != "snap-start AKIDSNAP" {
+			t.Fatalf("request %d: %s %q, want the init type and the credentials read after the restore", i, resp.Status, body)
+		}
+	}
+	r := reports(t, f, 4)
+	if r[1].Phase != "restore" || r[1].Status != "success" || r[2].Phase != "invoke" || r[3].Phase != "invoke" {
+		t.Errorf("reports %+v: want init, restore, two invocations", r)
+	}
+	if f.CredentialRequests() != 1 || f.Starts() != 1 || !strings.Contains(f.Output(), "RESTORE_REPORT") {
+		t.Errorf("%d credential requests, %d starts: want 1 and 1 and a RESTORE_REPORT", f.CredentialRequests(), f.Starts())
+	}
+}
+
+// TestSnapStartRestoreError: a failed after-restore hook reaches
+// restore/error; the environment is gone and the function does not serve.
+func TestSnapStartRestoreError(t *testing.T) {
+	f, dir := start(t, "restorefail", func(o *Options) { o.SnapStart = true })
+	if _, err := f.Snapshot(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if resp, body := get(t, f.URL()); resp.StatusCode != http.StatusBadGateway {
+			t.Fatalf("request %d: %s %q, want 502", i, resp.Status, body)
+		}
+	}
+	r := reports(t, f, 2)
+	if r[1].Phase != "restore" || r[1].Status != "error" || r[1].ErrorType != "Runtime.AfterRestoreError" || !exists(filepath.Join(dir, "restored")) {
+		t.Errorf("reports %+v: want the restore failed with Runtime.AfterRestoreError", r)
+	}
+	if f.Starts() != 1 {
+		t.Errorf("%d starts: a SnapStart function is restored, not started again", f.Starts())
+	}
+}
+
+// TestSnapStartWithoutHooks: a runtime that never calls restore/next is
+// snapshotted at its first /next, as an image labelled to allow SnapStart.
+func TestSnapStartWithoutHooks(t *testing.T) {
+	f, _ := start(t, "echo", func(o *Options) { o.SnapStart = true })
+	if _, err := f.Snapshot(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	resp, _ := get(t, f.URL())
+	if resp.StatusCode != http.StatusCreated || !strings.HasPrefix(resp.Header.Get("X-Env"), "snap-start ") {
+		t.Errorf("%s, X-Env %q", resp.Status, resp.Header.Get("X-Env"))
+	}
+}
+
+// TestSnapStartInitLimit: a SnapStart init may outlast the 10 s of an
+// on-demand one (the function's timeout, at least 130 s).
+func TestSnapStartInitLimit(t *testing.T) {
+	f, _ := start(t, "longinit", func(o *Options) { o.SnapStart = true })
+	if _, err := f.Snapshot(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if r := reports(t, f, 1)[0]; r.Status != "success" || r.Duration < 11*time.Second {
+		t.Errorf("init %+v: want an 11 s init that succeeds", r)
+	}
+	if resp, body := get(t, f.URL()); resp.StatusCode != http.StatusOK || body != "ready" {
+		t.Errorf("%s %q", resp.Status, body)
 	}
 }
