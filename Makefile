@@ -15,7 +15,7 @@ LLAMA_PLATFORM_arm64 := linux-arm64
 RIE_MODULE := github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test check minio tools rie chromium llama zip-libs graviton chatbot zip image bench bench-llm bench-coldstart bench-sizes fuzz
+.PHONY: demo test check minio tools rie chromium jinja2 llama zip-libs graviton chatbot zip image bench bench-llm bench-coldstart bench-sizes fuzz
 
 ## demo: run the Lambda chatbot locally: MinIO, a generated model, the chat page
 # (DEMO_FLAGS=-link lambda-like puts MinIO behind a Lambda-shaped link)
@@ -144,7 +144,7 @@ check:
 	go vet ./...
 	CGO_ENABLED=0 go build ./...
 
-tools: minio rie chromium llama zip-libs graviton
+tools: minio rie chromium jinja2 llama zip-libs graviton
 
 ## llama: install llama.cpp's prebuilt libraries for ARCH into .bin/llama/ (from npm, checked against the pinned integrity)
 LLAMA_PLATFORM = $(LLAMA_PLATFORM_$(ARCH))
@@ -187,6 +187,10 @@ endif
 rie: $(BIN)/aws-lambda-rie
 $(BIN)/aws-lambda-rie:
 	GOBIN=$(BIN) go install $(RIE_MODULE)
+
+## jinja2: install Python's jinja2 when missing (llm's reference renderer of chat templates)
+jinja2:
+	@python3 -c 'import jinja2' 2>/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-jinja2; }
 
 ## chromium: install Debian's chromium when missing (chatbot's chat page test)
 chromium:

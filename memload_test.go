@@ -195,7 +195,7 @@ func options(sha string, logger *slog.Logger, s3Opts ...func(*s3load.Options)) f
 func greedyAnswer(t *testing.T, m *llm.Model) string {
 	t.Helper()
 	var b strings.Builder
-	st, err := m.Chat(context.Background(), []llm.Message{{Role: llm.RoleUser, Content: "What is a memory file?"}},
+	st, err := m.Chat(context.Background(), []llm.Message{{Role: llm.RoleUser, Content: "How fast does the model load?"}},
 		func(s string) error { b.WriteString(s); return nil },
 		func(o *llm.ChatOptions) { o.Temperature, o.MaxTokens = 0, 48 })
 	if err != nil {

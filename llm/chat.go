@@ -21,12 +21,17 @@ const (
 	RoleSystem    = "system"
 	RoleUser      = "user"
 	RoleAssistant = "assistant"
+	RoleTool      = "tool" // a tool's result; Message.ToolCallID names the call it answers
 )
 
 // Message is one turn of a conversation.
 type Message struct {
-	Role    string // RoleSystem, RoleUser or RoleAssistant
-	Content string
+	Role    string // RoleSystem, RoleUser, RoleAssistant or RoleTool
+	Content string // may be empty in an assistant's message with ToolCalls
+
+	ToolCalls  []ToolCall // an assistant's calls
+	ToolCallID string     // a tool result's: the ID of the call it answers
+	Name       string     // optional: the name of the tool whose result this is
 }
 
 // ChatOptions configure one [Model.Chat] call. The defaults are those of
@@ -37,10 +42,10 @@ type ChatOptions struct {
 	// its turn or the context window is full.
 	MaxTokens int
 
-	Temperature float32 // default 0.8; 0 picks the most likely token
-	TopK        int     // default 40; 0 disables
-	TopP        float32 // default 0.95; 1 disables
-	MinP        float32 // default 0.05; 0 disables
+	Temperature float32 // 0 to 2, default 0.8; 0 picks the most likely token
+	TopK        int     // 0 or more, default 40; 0 disables
+	TopP        float32 // above 0 to 1, default 0.95; 1 disables
+	MinP        float32 // 0 to 1, default 0.05; 0 disables
 
 	// Seed seeds the sampler: the same seed, options and messages give the
 	// same answer. Default: a random seed per call.
@@ -78,7 +83,46 @@ type ChatOptions struct {
 	// only where the grammar is complete, so an answer that finishes with
 	// "stop" matches it, except when a Stop string cut it short; one cut by
 	// MaxTokens is a prefix of a match. An invalid grammar is an error.
+	// With GrammarTriggers it applies only from a trigger on.
 	Grammar string
+
+	// GrammarTriggers makes Grammar lazy (llama.cpp's
+	// llama_sampler_init_grammar_lazy_patterns): the answer is free until
+	// its text matches one of these regular expressions (Go's syntax,
+	// without case folding, multi-line anchors or character classes that
+	// hold some non-ASCII characters; the match may start anywhere).
+	// From then on the grammar constrains the answer, and it must match the
+	// text from the start of the pattern's first capturing group that
+	// matched something, or from the start of the match if none did, to
+	// the end of the answer. So `<tool_call>` makes the grammar see
+	// "<tool_call>…", and `<tool_call>\s*(\{)` sees "{…". That text must
+	// be a start the grammar accepts: if not, Chat returns an error matching
+	// ErrBadOption. llama.cpp runs the patterns over all the text since the
+	// answer began at every token until one matches: keep them simple.
+	GrammarTriggers []string
+
+	// Tools are functions the model may call, rendered through the chat
+	// template's tools variable in OpenAI's shape
+	// ({"type": "function", "function": {"name", "description",
+	// "parameters"}}). Only a model whose own template renders tools takes
+	// them ([Model.RendersTools]); the calls come back as text in the
+	// template family's syntax ([Model.Template]). Constrain them with
+	// Grammar and GrammarTriggers.
+	Tools []Tool
+
+	// TopLogprobs, 0 to [MaxTopLogprobs], is how many of the most likely
+	// tokens OnLogprob is given with each generated token.
+	TopLogprobs int
+
+	// OnLogprob, if set, receives each generated token with its log
+	// probability, before the token's text reaches onToken (the
+	// end-of-turn token is not given). The probabilities are those of the
+	// distribution the token was drawn from after LogitBias, the penalties
+	// and Grammar, before TopK, TopP, MinP and Temperature: tokens the
+	// grammar forbids have none and are never among the top ones. (OpenAI
+	// gives the model's own probabilities.) If it returns an error,
+	// generation stops and Chat returns that error.
+	OnLogprob func(TokenLogprob) error
 }
 
 // Stats describe one [Model.Chat] call.
@@ -124,15 +168,10 @@ func (m *Model) Chat(ctx context.Context, msgs []Message, onToken func(string) e
 	for _, fn := range optFns {
 		fn(&o)
 	}
-	if o.MaxTokens < 0 {
-		return Stats{}, fmt.Errorf("llm: MaxTokens %d is negative", o.MaxTokens)
+	if err := checkOptions(o, int(llama.VocabNTokens(m.vocab))); err != nil {
+		return Stats{}, err
 	}
-	for _, s := range o.Stop {
-		if s == "" {
-			return Stats{}, errors.New("llm: empty stop string")
-		}
-	}
-	prompt, err := m.tmpl.render(msgs)
+	prompt, err := m.tmpl.render(msgs, o.Tools)
 	if err != nil {
 		return Stats{}, err
 	}
@@ -163,7 +202,7 @@ func (m *Model) Chat(ctx context.Context, msgs []Message, onToken func(string) e
 
 func (m *Model) generate(ctx context.Context, prompt string, onToken func(string) error, o ChatOptions) (st Stats, err error) {
 	start := time.Now()
-	tokens := llama.Tokenize(m.vocab, prompt, true, true)
+	tokens := m.tokenize(prompt)
 	st.PromptTokens = len(tokens)
 	if len(tokens) == 0 {
 		return st, errors.New("llm: the prompt is no tokens")
@@ -171,11 +210,17 @@ func (m *Model) generate(ctx context.Context, prompt string, onToken func(string
 	if len(tokens) >= m.ctxSize {
 		return st, fmt.Errorf("%w: %d prompt tokens, %d-token context", ErrContextFull, len(tokens), m.ctxSize)
 	}
-	sampler, err := m.newSampler(o)
+	constrain, pick, err := m.newSampler(o)
 	if err != nil {
 		return st, err
 	}
-	defer llama.SamplerFree(sampler)
+	smp := &sampler{m: m, constrain: constrain, pick: pick, topN: o.TopLogprobs, logprobs: o.OnLogprob != nil}
+	defer smp.free()
+	if len(o.GrammarTriggers) > 0 {
+		if smp.guard, err = newLazyGuard(m, o.Grammar, o.GrammarTriggers); err != nil {
+			return st, err
+		}
+	}
 	mem, err := llama.GetMemory(m.lctx)
 	if err != nil {
 		return st, fmt.Errorf("llm: %w", err)
@@ -223,10 +268,11 @@ func (m *Model) generate(ctx context.Context, prompt string, onToken func(string
 
 	out := streamer{stop: o.Stop, emit: onToken}
 	pos := len(tokens)
-	piece := make([]byte, 256)
 	for {
-		// llama_sampler_sample also accepts the token into the chain.
-		tok := llama.SamplerSample(sampler, m.lctx, -1)
+		tok, err := smp.sample()
+		if err != nil {
+			return st, err
+		}
 		if m.traceToken != nil {
 			m.traceToken(int(tok))
 		}
@@ -238,12 +284,12 @@ func (m *Model) generate(ctx context.Context, prompt string, onToken func(string
 			return st, out.flush()
 		}
 		st.GeneratedTokens++
-		n := llama.TokenToPiece(m.vocab, tok, piece, 0, false)
-		if int(n) > len(piece) {
-			piece = make([]byte, n)
-			n = llama.TokenToPiece(m.vocab, tok, piece, 0, false)
+		if o.OnLogprob != nil {
+			if err := o.OnLogprob(smp.last); err != nil {
+				return st, err
+			}
 		}
-		stopped, err := out.write(string(piece[:max(n, 0)]))
+		stopped, err := out.write(string(m.piece(tok)))
 		if err != nil {
 			return st, err
 		}
@@ -269,6 +315,67 @@ func (m *Model) generate(ctx context.Context, prompt string, onToken func(string
 }
 
 var seq0 = []llama.SeqId{0}
+
+// piece returns the text of a generated token (a special token's is
+// empty).
+func (m *Model) piece(tok llama.Token) []byte {
+	buf := make([]byte, 64)
+	n := llama.TokenToPiece(m.vocab, tok, buf, 0, false)
+	if int(n) > len(buf) {
+		buf = make([]byte, n)
+		n = llama.TokenToPiece(m.vocab, tok, buf, 0, false)
+	}
+	return buf[:max(n, 0)]
+}
+
+// tokenText returns a token's text, special tokens included, for the chat
+// template's bos_token and eos_token.
+func tokenText(vocab llama.Vocab, tok llama.Token) string {
+	if tok < 0 {
+		return ""
+	}
+	buf := make([]byte, 256)
+	n := llama.TokenToPiece(vocab, tok, buf, 0, true)
+	return string(buf[:max(min(int(n), len(buf)), 0)])
+}
+
+// tokenize tokenizes a prompt, with the BOS token if the model asks for
+// it and the chat template's special tokens parsed. yzma hands llama.cpp
+// the text as a C string, so a NUL byte (which a model can generate, and
+// which comes back in a later turn) is put in as the vocabulary's byte
+// token between the tokens of the text around it.
+func (m *Model) tokenize(prompt string) []llama.Token {
+	if strings.IndexByte(prompt, 0) < 0 {
+		return llama.Tokenize(m.vocab, prompt, true, true)
+	}
+	nul, ok := m.nulToken()
+	if !ok {
+		prompt = strings.ReplaceAll(prompt, "\x00", "")
+	}
+	var tokens []llama.Token
+	for i, part := range strings.Split(prompt, "\x00") {
+		if i > 0 && ok {
+			tokens = append(tokens, nul)
+		}
+		if part != "" || i == 0 {
+			tokens = append(tokens, llama.Tokenize(m.vocab, part, i == 0, true)...)
+		}
+	}
+	return tokens
+}
+
+// nulToken returns the token whose text is the byte 0: a byte token of
+// byte-level BPE ("Ā") or SentencePiece ("<0x00>") vocabularies, found
+// among the first ids where they sit.
+func (m *Model) nulToken() (llama.Token, bool) {
+	buf := make([]byte, 8)
+	for id := range min(int(llama.VocabNTokens(m.vocab)), 4096) {
+		if n := llama.TokenToPiece(m.vocab, llama.Token(id), buf, 0, true); n == 1 && buf[0] == 0 {
+			return llama.Token(id), true
+		}
+	}
+	return 0, false
+}
 
 // minChunk is the fewest tokens a prompt chunk has before it may end at a
 // special token (see chunkEnds).

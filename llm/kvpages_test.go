@@ -24,13 +24,13 @@ func TestKVPages(t *testing.T) {
 
 			converse := func(keep bool) (*Model, [][]int) {
 				m := loadModel(t, path, func(o *Options) { o.ContextSize = 8192; o.KeepPages = keep })
-				msgs := []Message{{RoleSystem, "You answer questions about memory files."}}
+				msgs := []Message{{Role: RoleSystem, Content: "You answer questions about memory files."}}
 				var answers [][]int
 				for i := range 3 {
-					msgs = append(msgs, Message{RoleUser, "Where is the model now?"})
+					msgs = append(msgs, Message{Role: RoleUser, Content: "Where is the model now?"})
 					tr := chat(t, m, msgs, greedy(24))
 					answers = append(answers, tr.tokens)
-					msgs = append(msgs, Message{RoleAssistant, string(rune('a' + i))})
+					msgs = append(msgs, Message{Role: RoleAssistant, Content: string(rune('a' + i))})
 				}
 				answers = append(answers, chat(t, m, hello, greedy(24)).tokens)
 				return m, answers

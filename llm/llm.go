@@ -100,7 +100,9 @@ type Options struct {
 	// Template overrides the model's chat template: a name llama.cpp knows
 	// (such as [TemplateChatML], [TemplateLlama3], "mistral-v7", "gemma";
 	// see llama.cpp's llama_chat_builtin_templates), [TemplateDeepSeekR1],
-	// or Jinja source in which llama.cpp recognises one.
+	// or Jinja source. Jinja source is rendered as transformers does, or,
+	// if the Jinja engine cannot render it, by llama.cpp's family for it
+	// (with a warning in the log, and without tools).
 	Template string
 
 	// Library is the directory holding llama.cpp's libraries (libllama.so,
@@ -234,7 +236,7 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, pages pag
 	if src == "" {
 		src, _ = h.String("tokenizer.chat_template")
 	}
-	tmpl, err := detectTemplate(src)
+	tmpl, err := detectTemplate(src, o.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -300,6 +302,7 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, pages pag
 		model: model, vocab: llama.ModelGetVocab(model),
 		abortID: abortIDs.Add(1), abort: new(atomic.Bool),
 	}
+	m.tmpl.setTokens(tokenText(m.vocab, llama.VocabBOS(m.vocab)), tokenText(m.vocab, llama.VocabEOS(m.vocab)), llama.VocabGetAddBOS(m.vocab))
 	aborts.Store(m.abortID, m.abort)
 	cp.AbortCallback, cp.AbortCallbackData = abortCallback(), m.abortID
 	var kv *kvLog
@@ -345,9 +348,10 @@ func (m *Model) LoadDuration() time.Duration { return m.loadDur }
 // llama.cpp repacked their tensors (see [Options.KeepRepacked]).
 func (m *Model) GivenBack() int64 { return m.given }
 
-// Template returns the name of the chat template in use: llama.cpp's name
-// for its family (such as [TemplateChatML] or [TemplateLlama3]), or
-// [TemplateDeepSeekR1].
+// Template returns the name of the chat template's family: llama.cpp's
+// name for it (such as [TemplateChatML] or [TemplateLlama3]),
+// [TemplateDeepSeekR1], or [TemplateJinja] (see [TemplateChatML] for the
+// names of the tested templates).
 func (m *Model) Template() string { return m.tmpl.name }
 
 // Thinks reports whether the model reasons before it answers: its chat

@@ -32,7 +32,7 @@ func greedy(n int) func(*ChatOptions) {
 	return func(o *ChatOptions) { o.Temperature = 0; o.MaxTokens = n }
 }
 
-var hello = []Message{{RoleSystem, "You are terse."}, {RoleUser, "Say hello to the model in memory."}}
+var hello = []Message{{Role: RoleSystem, Content: "You are terse."}, {Role: RoleUser, Content: "Say hello to the model in memory."}}
 
 func loadModel(t *testing.T, path string, optFns ...func(*Options)) *Model {
 	t.Helper()
@@ -248,7 +248,7 @@ func TestCancelPrompt(t *testing.T) {
 	cfg := testutil.TinyConfig("llama")
 	cfg.Embedding, cfg.FeedForward, cfg.Layers, cfg.Heads, cfg.KVHeads = 512, 2048, 8, 8, 8
 	m := loadModel(t, testutil.TinyModelWith(t, cfg), func(o *Options) { o.ContextSize = 2048; o.BatchSize = 2048 })
-	long := []Message{{RoleUser, strings.Repeat("memory mapped files ", 120)}}
+	long := []Message{{Role: RoleUser, Content: strings.Repeat("memory mapped files ", 120)}}
 
 	// Each call evaluates the whole prompt: none of it is reused.
 	whole := func(o *ChatOptions) { o.NoPrefixReuse = true }
@@ -307,7 +307,7 @@ func TestClose(t *testing.T) {
 func TestContextFull(t *testing.T) {
 	path := testutil.TinyModel(t, "qwen2")
 	m := loadModel(t, path, func(o *Options) { o.ContextSize = 64 })
-	long := []Message{{RoleUser, strings.Repeat("overflowing ", 80)}}
+	long := []Message{{Role: RoleUser, Content: strings.Repeat("overflowing ", 80)}}
 	if _, err := m.Chat(context.Background(), long, nil); !errors.Is(err, ErrContextFull) {
 		t.Errorf("long prompt: %v", err)
 	}
@@ -357,7 +357,7 @@ func TestGeneratedTemplates(t *testing.T) {
 		if ids := llama.Tokenize(m.vocab, "x", true, true); (len(ids) == 2) != tc.bos {
 			t.Errorf("%s: \"x\" with BOS is %v", tc.want, ids)
 		}
-		chat(t, m, []Message{{RoleUser, "Hi"}}, greedy(1))
+		chat(t, m, []Message{{Role: RoleUser, Content: "Hi"}}, greedy(1))
 	}
 }
 
@@ -500,14 +500,14 @@ func TestPrefixReuse(t *testing.T) {
 			path := testutil.TinyModelWith(t, cfg)
 			batch := func(o *Options) { o.BatchSize = tc.batch }
 			converse := func(m *Model, optFns ...func(*ChatOptions)) ([][]int, []Stats) {
-				msgs := []Message{{RoleSystem, strings.Repeat("You answer questions about memory files. ", 10)}}
+				msgs := []Message{{Role: RoleSystem, Content: strings.Repeat("You answer questions about memory files. ", 10)}}
 				var answers [][]int
 				var stats []Stats
 				for i := range 5 {
-					msgs = append(msgs, Message{RoleUser, fmt.Sprintf("Question %d: where is the model?", i)})
+					msgs = append(msgs, Message{Role: RoleUser, Content: fmt.Sprintf("Question %d: where is the model?", i)})
 					tr := chat(t, m, msgs, append([]func(*ChatOptions){greedy(24)}, optFns...)...)
 					answers, stats = append(answers, tr.tokens), append(stats, tr.stats)
-					msgs = append(msgs, Message{RoleAssistant, strings.Join(tr.pieces, "")})
+					msgs = append(msgs, Message{Role: RoleAssistant, Content: strings.Join(tr.pieces, "")})
 				}
 				return answers, stats
 			}

@@ -3,6 +3,8 @@ package llm
 import (
 	"errors"
 	"fmt"
+	"regexp"
+	"strings"
 
 	"github.com/hybridgroup/yzma/pkg/llama"
 )
@@ -47,8 +49,46 @@ ws ::= | " " | "\n" [ \t]{0,20}
 // the engine's.
 var ErrBadOption = errors.New("llm: invalid chat option")
 
-// checkSampling refuses sampling options out of their ranges.
-func checkSampling(o ChatOptions, nVocab int) error {
+// checkOptions refuses options out of their ranges, naming the field and
+// the range.
+func checkOptions(o ChatOptions, nVocab int) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrBadOption}, args...)...)
+	}
+	nan := func(f float32) bool { return f != f }
+	switch {
+	case o.MaxTokens < 0:
+		return bad("MaxTokens %d is negative: use 0 (no cap) or more", o.MaxTokens)
+	case o.Temperature < 0 || o.Temperature > 2 || nan(o.Temperature):
+		return bad("Temperature %g is out of range: use 0 to 2", o.Temperature)
+	case o.TopK < 0:
+		return bad("TopK %d is negative: use 0 (off) or more", o.TopK)
+	case !(o.TopP > 0 && o.TopP <= 1):
+		return bad("TopP %g is out of range: use more than 0, up to 1 (off)", o.TopP)
+	case !(o.MinP >= 0 && o.MinP <= 1):
+		return bad("MinP %g is out of range: use 0 (off) to 1", o.MinP)
+	case o.TopLogprobs < 0 || o.TopLogprobs > MaxTopLogprobs:
+		return bad("TopLogprobs %d is out of range: use 0 to %d", o.TopLogprobs, MaxTopLogprobs)
+	case o.TopLogprobs > 0 && o.OnLogprob == nil:
+		return bad("TopLogprobs %d without OnLogprob: set OnLogprob to receive them", o.TopLogprobs)
+	case strings.IndexByte(o.Grammar, 0) >= 0:
+		return bad("Grammar holds a NUL byte")
+	case len(o.GrammarTriggers) > 0 && o.Grammar == "":
+		return bad("GrammarTriggers without a Grammar: set Grammar to what applies after a trigger")
+	}
+	for i, s := range o.Stop {
+		if s == "" {
+			return bad("Stop[%d] is empty", i)
+		}
+	}
+	for i, p := range o.GrammarTriggers {
+		if _, _, err := triggerPattern(p); err != nil {
+			return bad("GrammarTriggers[%d] %q: %v", i, p, err)
+		}
+	}
+	if err := checkTools(o.Tools); err != nil {
+		return err
+	}
 	for _, p := range []struct {
 		name string
 		v    float32
@@ -68,15 +108,38 @@ func checkSampling(o ChatOptions, nVocab int) error {
 	return nil
 }
 
-// newSampler returns llama.cpp's sampler chain for o: logit biases,
-// penalties and the grammar first, then, in the order of llama.cpp's
-// command line tools, top-k, top-p, min-p, temperature and a draw (or the
-// greedy pick at temperature 0).
-func (m *Model) newSampler(o ChatOptions) (llama.Sampler, error) {
-	nVocab := int(llama.VocabNTokens(m.vocab))
-	if err := checkSampling(o, nVocab); err != nil {
-		return 0, err
+// triggerPattern returns the pattern llama.cpp is given for a
+// GrammarTriggers entry, and the same in Go's syntax (for lazyGuard).
+// llama.cpp matches a pattern against all the text so far
+// (std::regex_match), and feeds the grammar from the first capturing group
+// that matched, else from the match's start; so p is wrapped to match
+// anywhere, and given a group of its own if it has none.
+func triggerPattern(p string) (ecma, goSyntax string, err error) {
+	if p == "" {
+		return "", "", errors.New("empty pattern")
 	}
+	re, err := regexp.Compile(p)
+	if err != nil {
+		return "", "", err
+	}
+	e, err := ecmaScript(p)
+	if err != nil {
+		return "", "", err
+	}
+	if re.NumSubexp() == 0 {
+		return `[\s\S]*?(` + e + `)[\s\S]*`, `[\s\S]*?(` + p + `)[\s\S]*`, nil
+	}
+	return `[\s\S]*?(?:` + e + `)[\s\S]*`, `[\s\S]*?(?:` + p + `)[\s\S]*`, nil
+}
+
+// newSampler returns llama.cpp's sampler chain for o: logit biases,
+// penalties and the grammar first (the constraints), then, in the order of
+// llama.cpp's command line tools, top-k, top-p, min-p, temperature and a
+// draw (or the greedy pick at temperature 0). With OnLogprob or
+// GrammarTriggers set, the constraints are a chain of their own (see
+// sampler); pick is then the rest.
+func (m *Model) newSampler(o ChatOptions) (constrain, pick llama.Sampler, err error) {
+	nVocab := int(llama.VocabNTokens(m.vocab))
 	chain := llama.SamplerChainInit(llama.SamplerChainDefaultParams())
 	if len(o.LogitBias) > 0 {
 		biases := make([]llama.LogitBias, 0, len(o.LogitBias))
@@ -89,17 +152,31 @@ func (m *Model) newSampler(o ChatOptions) (llama.Sampler, error) {
 		llama.SamplerChainAdd(chain, llama.SamplerInitPenalties(int32(nVocab), PenaltyLastN, 1, o.FrequencyPenalty, o.PresencePenalty))
 	}
 	if o.Grammar != "" {
+		var g llama.Sampler
+		if len(o.GrammarTriggers) > 0 {
+			patterns := make([]string, len(o.GrammarTriggers))
+			for i, p := range o.GrammarTriggers {
+				patterns[i], _, _ = triggerPattern(p) // checked by checkOptions
+			}
+			g = llama.SamplerInitGrammarLazyPatterns(m.vocab, o.Grammar, "root", patterns, nil)
+		} else {
+			g = llama.SamplerInitGrammar(m.vocab, o.Grammar, "root")
+		}
 		// llama.cpp logs the parse error and returns no sampler.
-		g := llama.SamplerInitGrammar(m.vocab, o.Grammar, "root")
 		if g == 0 {
 			llama.SamplerFree(chain)
-			return 0, fmt.Errorf("%w: the Grammar is not valid GBNF with a rule named root (llama.cpp's log says where it fails)", ErrBadOption)
+			return 0, 0, fmt.Errorf("%w: the Grammar is not valid GBNF with a rule named root, or a GrammarTriggers pattern is not a regular expression llama.cpp reads (llama.cpp's log says which)", ErrBadOption)
 		}
 		llama.SamplerChainAdd(chain, g)
 	}
+	constrain = chain
+	if o.OnLogprob != nil || len(o.GrammarTriggers) > 0 {
+		pick = llama.SamplerChainInit(llama.SamplerChainDefaultParams())
+		chain = pick
+	}
 	if o.Temperature <= 0 {
 		llama.SamplerChainAdd(chain, llama.SamplerInitGreedy())
-		return chain, nil
+		return constrain, pick, nil
 	}
 	if o.TopK > 0 {
 		llama.SamplerChainAdd(chain, llama.SamplerInitTopK(int32(o.TopK)))
@@ -112,5 +189,5 @@ func (m *Model) newSampler(o ChatOptions) (llama.Sampler, error) {
 	}
 	llama.SamplerChainAdd(chain, llama.SamplerInitTemp(o.Temperature))
 	llama.SamplerChainAdd(chain, llama.SamplerInitDist(o.Seed))
-	return chain, nil
+	return constrain, pick, nil
 }

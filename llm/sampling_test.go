@@ -123,6 +123,15 @@ func TestBadSamplingOptions(t *testing.T) {
 		{"token", func(o *ChatOptions) { o.LogitBias = map[int]float32{nVocab: 1} }, "is not in the vocabulary"},
 		{"negative token", func(o *ChatOptions) { o.LogitBias = map[int]float32{-1: 1} }, "is not in the vocabulary"},
 		{"bias", func(o *ChatOptions) { o.LogitBias = map[int]float32{1: 101} }, "use -100 to 100"},
+		{"max tokens", func(o *ChatOptions) { o.MaxTokens = -1 }, "MaxTokens -1 is negative"},
+		{"temperature", func(o *ChatOptions) { o.Temperature = 2.5 }, "Temperature 2.5 is out of range"},
+		{"top k", func(o *ChatOptions) { o.TopK = -1 }, "TopK -1 is negative"},
+		{"top p", func(o *ChatOptions) { o.TopP = 0 }, "TopP 0 is out of range"},
+		{"min p", func(o *ChatOptions) { o.MinP = 1.5 }, "MinP 1.5 is out of range"},
+		{"stop", func(o *ChatOptions) { o.Stop = []string{"x", ""} }, "Stop[1] is empty"},
+		{"grammar NUL", func(o *ChatOptions) { o.Grammar = "root ::= \"\x00\"" }, "Grammar holds a NUL byte"},
+		{"top logprobs", func(o *ChatOptions) { o.TopLogprobs = 3 }, "TopLogprobs 3 without OnLogprob"},
+		{"tools", func(o *ChatOptions) { o.Tools = []Tool{{Name: "f", Parameters: []byte("[1]")}} }, "Tools[0] (f).Parameters is not a JSON object"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := m.Chat(context.Background(), hello, nil, greedy(4), c.fn)

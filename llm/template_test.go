@@ -2,6 +2,7 @@ package llm
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/memload/memload/internal/testutil"
@@ -30,13 +31,13 @@ func TestDetectTemplate(t *testing.T) {
 		{"bailing-think", "bailing-think", true},
 	}
 	for _, tt := range tests {
-		got, err := detectTemplate(tt.src)
+		got, err := detectTemplate(tt.src, nil)
 		if err != nil || got.name != tt.want || got.think != tt.think {
 			t.Errorf("detectTemplate(%.40q) = %+v, %v; want %s think=%v", tt.src, got, err, tt.want, tt.think)
 		}
 	}
 	for _, src := range []string{"", "{{ unknown }}", "Hello, {{ name }}", "chatml-but-not"} {
-		if _, err := detectTemplate(src); !errors.Is(err, ErrUnknownTemplate) {
+		if _, err := detectTemplate(src, nil); !errors.Is(err, ErrUnknownTemplate) {
 			t.Errorf("detectTemplate(%q) error = %v, want ErrUnknownTemplate", src, err)
 		}
 	}
@@ -50,10 +51,10 @@ func TestDetectTemplate(t *testing.T) {
 func TestRender(t *testing.T) {
 	SystemInfo()
 	conv := []Message{
-		{RoleSystem, "Be brief."},
-		{RoleUser, "Hi!"},
-		{RoleAssistant, "<think>\nGreet back.\n</think>\n\nHello."},
-		{RoleUser, " 2+2? "},
+		{Role: RoleSystem, Content: "Be brief."},
+		{Role: RoleUser, Content: "Hi!"},
+		{Role: RoleAssistant, Content: "<think>\nGreet back.\n</think>\n\nHello."},
+		{Role: RoleUser, Content: " 2+2? "},
 	}
 	tests := []struct {
 		tmpl string
@@ -64,9 +65,11 @@ func TestRender(t *testing.T) {
 			"<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n" +
 				"<|im_start|>assistant\n<think>\nGreet back.\n</think>\n\nHello.<|im_end|>\n" +
 				"<|im_start|>user\n 2+2? <|im_end|>\n<|im_start|>assistant\n"},
+		// The model's own template, through the Jinja engine (bos_token
+		// is cut once the model is loaded; see setTokens).
 		{testutil.DeepSeekR1Template, conv,
-			"Be brief.\n\n<｜User｜>Hi!<｜Assistant｜>\n\nHello.<｜end▁of▁sentence｜><｜User｜> 2+2? <｜Assistant｜><think>\n"},
-		{TemplateDeepSeekR1, []Message{{RoleUser, "Hi"}},
+			"<s>Be brief.<｜User｜>Hi!<｜Assistant｜>\n\nHello.<｜end▁of▁sentence｜><｜User｜> 2+2? <｜Assistant｜><think>\n"},
+		{TemplateDeepSeekR1, []Message{{Role: RoleUser, Content: "Hi"}},
 			"<｜User｜>Hi<｜Assistant｜><think>\n"},
 		{TemplateLlama3, conv,
 			"<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>" +
@@ -76,11 +79,11 @@ func TestRender(t *testing.T) {
 				"<|start_header_id|>assistant<|end_header_id|>\n\n"},
 	}
 	for _, tt := range tests {
-		tmpl, err := detectTemplate(tt.tmpl)
+		tmpl, err := detectTemplate(tt.tmpl, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := tmpl.render(tt.msgs)
+		got, err := tmpl.render(tt.msgs, nil)
 		if err != nil || got != tt.want {
 			t.Errorf("%s: render =\n%q, %v\nwant\n%q", tmpl.name, got, err, tt.want)
 		}
@@ -89,17 +92,26 @@ func TestRender(t *testing.T) {
 
 func TestRenderRejects(t *testing.T) {
 	SystemInfo()
-	tmpl, err := detectTemplate(TemplateChatML)
+	tmpl, err := detectTemplate(TemplateChatML, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tmpl.render(nil); err == nil {
+	if _, err := tmpl.render(nil, nil); err == nil {
 		t.Error("no messages: no error")
 	}
-	if _, err := tmpl.render([]Message{{"tool", "x"}}); err == nil {
-		t.Error("role tool: no error")
+	if _, err := tmpl.render([]Message{{Role: "robot", Content: "x"}}, nil); !errors.Is(err, ErrBadMessage) {
+		t.Errorf("role robot: error %v, want ErrBadMessage", err)
 	}
-	if _, err := tmpl.render([]Message{{RoleUser, "a\x00b"}}); err == nil {
-		t.Error("NUL byte: no error")
+	if _, err := tmpl.render([]Message{{Role: RoleTool, Content: "x"}}, nil); !errors.Is(err, ErrBadMessage) {
+		t.Errorf("role tool with a built-in family: error %v, want ErrBadMessage", err)
+	}
+	if _, err := tmpl.render([]Message{{Role: RoleUser, Content: "x"}}, []Tool{{Name: "f"}}); !errors.Is(err, ErrBadOption) {
+		t.Errorf("tools with a built-in family: error %v, want ErrBadOption", err)
+	}
+	// What a model generates comes back: NUL and other control bytes
+	// through llama.cpp's C strings too.
+	got, err := tmpl.render([]Message{{Role: RoleUser, Content: "a\x00b\x01c"}}, nil)
+	if err != nil || !strings.Contains(got, "user\na\x00b\x01c<|im_end|>") {
+		t.Errorf("NUL byte: %q, %v", got, err)
 	}
 }
