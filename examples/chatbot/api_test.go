@@ -143,9 +143,9 @@ func TestGoSDK(t *testing.T) {
 	}
 
 	before := ts.requests.Load()
-	_, err = client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "x", Messages: msgs, Logprobs: openai.Bool(true)})
-	if !errors.As(err, &apiErr) || apiErr.StatusCode != 400 || apiErr.Param != "logprobs" || !strings.Contains(apiErr.Message, "`logprobs` is not supported") {
-		t.Errorf("logprobs: %v", err)
+	_, err = client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "x", Messages: msgs, Modalities: []string{"text", "audio"}})
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 400 || apiErr.Param != "modalities" || !strings.Contains(apiErr.Message, "`modalities` is not supported") {
+		t.Errorf("modalities: %v", err)
 	}
 	if n := ts.requests.Load() - before; n != 1 {
 		t.Errorf("the SDK sent a refused request %d times", n)
@@ -185,14 +185,11 @@ func TestRequestFields(t *testing.T) {
 	}
 
 	for _, tc := range []struct{ body, param, why string }{
-		{`"logprobs":true`, "logprobs", "log probabilities"},
-		{`"top_logprobs":3`, "top_logprobs", "log probabilities"},
-		{`"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{}}}`, "response_format", "cannot turn a JSON schema into a grammar"},
-		{`"response_format":{"type":"xml"}`, "response_format", `use "text", "json_object"`},
-		{`"tools":[{"type":"function","function":{"name":"f"}}]`, "tools", "function calling"},
-		{`"tool_choice":"required"`, "tool_choice", "function calling"},
-		{`"functions":[{"name":"f"}]`, "functions", "function calling"},
-		{`"function_call":"auto"`, "function_call", "function calling"},
+		{`"response_format":{"type":"xml"}`, "response_format", `use "text", "json_object" or "json_schema"`},
+		{`"tools":[{"type":"custom","custom":{"name":"f"}}]`, "tools[0].type", `only "function" tools`},
+		{`"functions":[{"name":"f"}]`, "functions", "send them as tools"},
+		{`"function_call":"auto"`, "function_call", "use tools and tool_choice"},
+		{`"messages":[{"role":"function","content":"4","name":"f"}]`, "messages[0].role", `send results as role "tool"`},
 		{`"audio":{"voice":"alloy","format":"mp3"}`, "audio", "text only"},
 		{`"modalities":["text","audio"]`, "modalities", "text only"},
 		{`"reasoning_effort":"low"`, "reasoning_effort", "cannot be steered"},
@@ -200,8 +197,6 @@ func TestRequestFields(t *testing.T) {
 		{`"web_search_options":{}`, "web_search_options", "does not search"},
 		{`"moderation":{"model":"omni-moderation-latest"}`, "moderation", "no moderation model"},
 		{`"reasoning_format":"deepseek-legacy"`, "reasoning_format", "use \"deepseek\""},
-		{`"messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"1"}]},{"role":"user","content":"a"}]`, "messages[0].tool_calls", "function calling"},
-		{`"messages":[{"role":"tool","content":"4","tool_call_id":"1"}]`, "messages[0].role", "function calling"},
 		{`"messages":[{"role":"user","content":"a","audio":{"id":"x"}}]`, "messages[0].audio", "text only"},
 		{`"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://x/cat.png"}}]}]`, "messages[0].content", "text only"},
 	} {
@@ -258,18 +253,19 @@ func TestSampling(t *testing.T) {
 		t.Errorf("json_object answer %q does not start a JSON object", text)
 	}
 
-	for _, tc := range []struct{ fields, want string }{
-		{`"frequency_penalty":2.5`, "frequency_penalty is 2.5; it must be between -2 and 2"},
-		{`"presence_penalty":-3`, "presence_penalty is -3; it must be between -2 and 2"},
-		{`"logit_bias":{"42":101}`, "logit_bias of token 42 is 101; it must be between -100 and 100"},
-		{`"logit_bias":{"hello":1}`, `logit_bias key "hello" is not a token id`},
-		{`"logit_bias":{"99999999":1}`, "LogitBias token 99999999 is not in the vocabulary"},
+	// llm checks the ranges; the 400 names the request's field.
+	for _, tc := range []struct{ fields, param, want string }{
+		{`"frequency_penalty":2.5`, "frequency_penalty", "FrequencyPenalty 2.5 is out of range"},
+		{`"presence_penalty":-3`, "presence_penalty", "PresencePenalty -3 is out of range"},
+		{`"logit_bias":{"42":101}`, "logit_bias", "LogitBias of token 42 is 101"},
+		{`"logit_bias":{"hello":1}`, "logit_bias", `logit_bias key "hello" is not a token id`},
+		{`"logit_bias":{"99999999":1}`, "logit_bias", "LogitBias token 99999999 is not in the vocabulary"},
 	} {
 		resp := post(t, context.Background(), ts.url, `{`+ask+`,`+tc.fields+`}`)
 		e := decode[struct{ Error apiError }](t, resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != 400 || !strings.Contains(e.Error.Message, tc.want) {
-			t.Errorf("%s: %s %+v, want 400 saying %q", tc.fields, resp.Status, e.Error, tc.want)
+		if resp.StatusCode != 400 || e.Error.Param != tc.param || !strings.Contains(e.Error.Message, tc.want) {
+			t.Errorf("%s: %s %+v, want 400 naming %s, saying %q", tc.fields, resp.Status, e.Error, tc.param, tc.want)
 		}
 	}
 }
