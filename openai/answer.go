@@ -61,16 +61,22 @@ type choiceLogprobs struct {
 }
 
 type logprob struct {
-	Token       string    `json:"token"`
-	Logprob     float64   `json:"logprob"`
-	Bytes       []int     `json:"bytes"` // OpenAI's bytes are numbers, not base64
-	TopLogprobs []logprob `json:"top_logprobs,omitempty"`
+	Token       string       `json:"token"`
+	Logprob     float64      `json:"logprob"`
+	Bytes       []int        `json:"bytes"` // OpenAI's bytes are numbers, not base64
+	TopLogprobs []topLogprob `json:"top_logprobs"`
+}
+
+type topLogprob struct {
+	Token   string  `json:"token"`
+	Logprob float64 `json:"logprob"`
+	Bytes   []int   `json:"bytes"`
 }
 
 func logprobOf(t TokenLogprob) logprob {
-	l := logprob{Token: t.Token, Logprob: t.Logprob, Bytes: byteInts(t.Bytes), TopLogprobs: []logprob{}}
+	l := logprob{Token: t.Token, Logprob: t.Logprob, Bytes: byteInts(t.Bytes), TopLogprobs: []topLogprob{}}
 	for _, a := range t.Top {
-		l.TopLogprobs = append(l.TopLogprobs, logprob{Token: a.Token, Logprob: a.Logprob, Bytes: byteInts(a.Bytes)})
+		l.TopLogprobs = append(l.TopLogprobs, topLogprob{Token: a.Token, Logprob: a.Logprob, Bytes: byteInts(a.Bytes)})
 	}
 	return l
 }
@@ -186,10 +192,6 @@ func (a *answer) chunk(d *chatDelta, finish *string) chatResponse {
 			d = &chatDelta{}
 		}
 		c.Choices = []chatChoice{{Delta: d, FinishReason: finish}}
-		if len(a.logprobs) > 0 {
-			c.Choices[0].Logprobs = &choiceLogprobs{Content: a.logprobs}
-			a.logprobs = nil
-		}
 	} else {
 		c.Choices = []chatChoice{}
 	}
@@ -204,7 +206,17 @@ func (a *answer) delta(d *chatDelta) error {
 			return err
 		}
 	}
-	return a.event(a.chunk(d, nil))
+	return a.event(a.withLogprobs(a.chunk(d, nil)))
+}
+
+// withLogprobs gives a chunk the log probabilities of the tokens since the
+// last one.
+func (a *answer) withLogprobs(c chatResponse) chatResponse {
+	if len(a.logprobs) > 0 {
+		c.Choices[0].Logprobs = &choiceLogprobs{Content: a.logprobs}
+		a.logprobs = nil
+	}
+	return c
 }
 
 // finish ends a streamed answer.
@@ -213,7 +225,7 @@ func (a *answer) finish(st llm.Stats, reason string, includeUsage bool) {
 		a.roleSent = true
 		a.event(a.chunk(&chatDelta{Role: llm.RoleAssistant}, nil))
 	}
-	last := a.chunk(&chatDelta{}, &reason)
+	last := a.withLogprobs(a.chunk(&chatDelta{}, &reason))
 	last.Timings = timingsOf(st)
 	a.event(last)
 	if includeUsage {

@@ -39,7 +39,7 @@ type sectionScan struct {
 }
 
 type scannedCall struct {
-	id, name string
+	name     string
 	nameDone bool
 	args     string // the raw arguments so far
 	argsDone bool
@@ -258,9 +258,10 @@ func (s *toolSplitter) write(piece string) error {
 		}
 		return s.scan(false)
 	}
+	// Hold back a partial trigger and the whitespace before it.
 	cut := len(s.pending) - prefixOverlap(s.pending, s.f.trigger)
-	p := s.pending[:cut]
-	s.pending = s.pending[cut:]
+	p := strings.TrimRightFunc(s.pending[:cut], unicode.IsSpace)
+	s.pending = s.pending[len(p):]
 	if p == "" {
 		return nil
 	}
@@ -302,10 +303,9 @@ func (s *toolSplitter) scan(final bool) error {
 			break
 		}
 		if i == len(s.sent) {
-			id := c.id
-			if id == "" {
-				id = newCallID(s.mistralIDs)
-			}
+			// Calls get ids of ours: a model's own (Mistral's) come
+			// after the name, too late for the first delta.
+			id := newCallID(s.mistralIDs)
 			s.sent = append(s.sent, sentCall{id: id})
 			s.calls++
 			if err := s.call(i, id, c.name, ""); err != nil {
@@ -483,7 +483,7 @@ func parseMistralArgs(s string) sectionScan {
 		i += len(open)
 		j := strings.Index(s[i:], args)
 		if j < 0 {
-			if strings.ContainsAny(s[i:], " \n{}[]\"") {
+			if name := s[i : len(s)-prefixOverlap(s[i:], args)]; strings.ContainsAny(name, " \n{}[]\"") {
 				sc.bad = true
 			}
 			return sc
@@ -625,8 +625,6 @@ func scanCallObject(s string, argKeys ...string) (c scannedCall, n int, ok bool)
 				return c, 0, false
 			}
 			c.nameDone = true
-		case key == "id" && complete:
-			json.Unmarshal([]byte(raw), &c.id)
 		case slices.Contains(argKeys, key):
 			if s[i] == '"' {
 				// Arguments as a JSON string: sent once whole.
