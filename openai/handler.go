@@ -79,6 +79,7 @@ type GrammarBuilder interface {
 	Grammar(root string) string
 }
 
+// ServeHTTP serves a request under /v1/.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.once.Do(func() {
 		if h.Logger == nil {
