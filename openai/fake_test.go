@@ -19,6 +19,8 @@ type fakeModel struct {
 	pieces   []string
 	err      error
 	finish   string // default "stop"
+	// respond, if set, gives the pieces for each call instead.
+	respond func(msgs []Message, o ChatOptions) []string
 
 	mu   sync.Mutex
 	msgs []Message
@@ -40,7 +42,11 @@ func (f *fakeModel) Chat(ctx context.Context, msgs []Message, onToken func(strin
 		return llm.Stats{}, f.err
 	}
 	st := llm.Stats{PromptTokens: 10, CachedTokens: 4}
-	for i, p := range f.pieces {
+	pieces := f.pieces
+	if f.respond != nil {
+		pieces = f.respond(msgs, o)
+	}
+	for i, p := range pieces {
 		if o.OnLogprob != nil {
 			t := TokenLogprob{Token: p, Bytes: []byte(p), Logprob: -float64(i) / 10}
 			for k := range o.TopLogprobs {
