@@ -31,7 +31,8 @@ func (f *fakeModel) Template() string { return f.template }
 func (f *fakeModel) Thinks() bool     { return f.thinks }
 
 func (f *fakeModel) Chat(ctx context.Context, msgs []Message, onToken func(string) error, optFns ...func(*ChatOptions)) (llm.Stats, error) {
-	o := ChatOptions{ChatOptions: llm.ChatOptions{Temperature: 0.8}}
+	var o ChatOptions
+	o.Temperature = 0.8
 	for _, fn := range optFns {
 		fn(&o)
 	}

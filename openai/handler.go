@@ -218,7 +218,7 @@ func (h *Handler) chat(w http.ResponseWriter, r *http.Request) {
 		h.Logger.Info("chat refused", append(attrs, "status", http.StatusBadRequest, "reason", err.Error())...)
 		out.fail(badOption(err))
 		return
-	case errors.Is(err, llm.ErrUnknownTemplate):
+	case errors.Is(err, errBadMessage):
 		// The template could not render the messages: llm's error names
 		// the message (llm's indices are the request's).
 		h.Logger.Info("chat refused", append(attrs, "status", http.StatusBadRequest, "reason", err.Error())...)

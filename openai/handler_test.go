@@ -119,7 +119,7 @@ func TestNUL(t *testing.T) {
 		t.Errorf("the model was given %q", msgs)
 	}
 
-	m.err = fmt.Errorf("%w: chatml: message 1 holds a byte the template cannot take", llm.ErrUnknownTemplate)
+	m.err = fmt.Errorf("%w: chatml: message 1 holds a byte the template cannot take", errBadMessage)
 	code, body = ask(t, url, string(turn2))
 	if e := apiErr(t, body); code != 400 || e.Param != "messages" || !strings.Contains(e.Message, "message 1 holds a byte") {
 		t.Errorf("a message the template refuses: %d %s", code, body)

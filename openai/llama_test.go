@@ -14,27 +14,7 @@ import (
 	"github.com/memload/memload/llm"
 )
 
-// llmModel serves Model with today's *llm.Model, for the tests that run
-// real llama.cpp: the grammar reaches llama.cpp's sampler, the rest of
-// issue 21's options are not llm's yet (the tools are not rendered: the
-// grammar alone makes the calls).
-type llmModel struct{ *llm.Model }
-
-func (m llmModel) Chat(ctx context.Context, msgs []Message, onToken func(string) error, optFns ...func(*ChatOptions)) (llm.Stats, error) {
-	lmsgs := make([]llm.Message, len(msgs))
-	for i, msg := range msgs {
-		lmsgs[i] = llm.Message{Role: msg.Role, Content: msg.Content}
-	}
-	return m.Model.Chat(ctx, lmsgs, onToken, func(o *llm.ChatOptions) {
-		oo := ChatOptions{ChatOptions: *o}
-		for _, fn := range optFns {
-			fn(&oo)
-		}
-		*o = oo.ChatOptions
-	})
-}
-
-// loadTiny loads a generated random-weight Qwen2 model (ChatML template)
+// loadTiny loads a generated random-weight Qwen2 model (ChatML family)
 // into llama.cpp, or skips the test where the library is not installed.
 func loadTiny(t *testing.T) *llm.Model {
 	t.Helper()
@@ -47,7 +27,7 @@ func loadTiny(t *testing.T) *llm.Model {
 	if _, err := os.Stat(filepath.Join(os.Getenv(llm.LibraryEnv), "libllama.so")); err != nil {
 		t.Skipf("llama.cpp is not installed (make llama): %v", err)
 	}
-	m, err := llm.Load(context.Background(), testutil.TinyModel(t, "qwen2"), func(o *llm.Options) { o.Threads, o.ContextSize = 1, 1024 })
+	m, err := llm.Load(context.Background(), tinyModel(t), func(o *llm.Options) { o.Threads, o.ContextSize = 1, 1024 })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +44,7 @@ func TestGrammarsInLlama(t *testing.T) {
 	if m.Template() != "chatml" {
 		t.Fatalf("template %q", m.Template())
 	}
-	url := serve(t, llmModel{m}, func(h *Handler) { h.MaxTokens = 200 })
+	url := serve(t, wrap(m), func(h *Handler) { h.MaxTokens, h.Grammars = 200, grammars })
 	finished := 0
 	for seed := range 6 {
 		body := fmt.Sprintf(`{"stream":true,"seed":%d,"temperature":1,"max_tokens":200,"messages":[{"role":"user","content":"Weather?"}],%s,"tool_choice":"required"}`, seed, weatherTools)
@@ -103,6 +83,9 @@ func TestGrammarsInLlama(t *testing.T) {
 			var v map[string]any
 			if !toolNames[name] || json.Unmarshal([]byte(args[i]), &v) != nil {
 				t.Errorf("seed %d: call %s(%s)", seed, name, args[i])
+			}
+			if _, ok := v["city"].(string); realConverter && name == "get_weather" && !ok {
+				t.Errorf("seed %d: get_weather(%s) has no city", seed, args[i])
 			}
 		}
 	}

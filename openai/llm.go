@@ -1,3 +1,5 @@
+//go:build !llm21
+
 package openai
 
 import (
@@ -9,9 +11,11 @@ import (
 
 // This file is the one place that speaks llm's issue-21 types. Until llm
 // has them, Message, ToolCall, Tool, ChatOptions, TokenLogprob and
-// TopLogprob mirror their shape here; once llm has them, each becomes an
-// alias (type Message = llm.Message, ...) and *llm.Model is a Model as it
-// is.
+// TopLogprob mirror their shape here; llm21.go (build tag llm21, for the
+// merge) makes each an alias of llm's, and *llm.Model a Model as it is.
+
+// errBadMessage is llm's error for messages its template cannot take.
+var errBadMessage = llm.ErrUnknownTemplate
 
 // Model is what the handler needs of a model. Chat is [llm.Model.Chat]:
 // it renders msgs with the model's chat template, generates the answer and

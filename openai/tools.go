@@ -65,7 +65,16 @@ var toolFormats = []*toolFormat{
 		open: `[ \t\n]*`, sep: `"; "`, triggerPattern: `^\s*\{`,
 	},
 	{
-		// Mistral (v7 and later templates): [TOOL_CALLS][{"name": ..., "arguments": {...}}, ...].
+		// Mistral v7 (Ministral 3, Mistral Small 3.x): [TOOL_CALLS]name[ARGS]{...}, repeated.
+		name: "mistral", families: []string{"mistral-v7*"},
+		trigger: "[TOOL_CALLS]", parse: parseMistral,
+		call: func(name, args string) string {
+			return fmt.Sprintf(`%s %s`, quote("[TOOL_CALLS]"+name+"[ARGS]"), args)
+		},
+		manyCallsByRepeat: true,
+	},
+	{
+		// Mistral's earlier templates (Nemo's v3-tekken): [TOOL_CALLS][{"name": ..., "arguments": {...}}, ...].
 		name: "mistral", families: []string{"mistral*"},
 		trigger: "[TOOL_CALLS]", parse: parseMistral,
 		call: func(name, args string) string {

@@ -250,6 +250,17 @@ func TestToolChoice(t *testing.T) {
 	if _, o := l3.asked(); code != 200 || fmt.Sprint(o.GrammarTriggers) != `[^\s*\{]` {
 		t.Errorf("llama3: %s %+v", out, o.GrammarTriggers)
 	}
+	// Mistral's templates: v7 writes name[ARGS], earlier ones a JSON list.
+	for family, want := range map[string]string{
+		"mistral-v7":        `call-a ::= "[TOOL_CALLS]a[ARGS]" j-object`,
+		"mistral-v3-tekken": `tool-calls ::= "[TOOL_CALLS][" call (", " call)* "]"`,
+	} {
+		mm := &fakeModel{template: family}
+		ask(t, serve(t, mm), `{"messages":[{"role":"user","content":"Hi"}],`+weatherTools+`}`)
+		if _, o := mm.asked(); !strings.Contains(o.Grammar, want) || fmt.Sprint(o.GrammarTriggers) != `[\[TOOL_CALLS\]]` {
+			t.Errorf("%s: triggers %q, grammar\n%s", family, o.GrammarTriggers, o.Grammar)
+		}
+	}
 	// A thinking model reasons before a required call.
 	ds := &fakeModel{template: "deepseek-r1", thinks: true, pieces: []string{"hm</think>"}}
 	ask(t, serve(t, ds), `{"messages":[{"role":"user","content":"Hi"}],`+weatherTools+`,"tool_choice":"required"}`)

@@ -1,6 +1,6 @@
-package main
+//go:build !llm21
 
-//go:generate go run ./sdkrecord -out testdata/sdk
+package main
 
 import (
 	"context"
@@ -15,7 +15,8 @@ import (
 // ChatOptions field and take tools, tool messages and log probabilities),
 // with llm's sentinels, so that openai maps them to 400s naming the field;
 // once llm has issue 21's types, *llm.Model is an openai.Model and this
-// shrinks to the chatbot's own hooks (quiet cancellation, afterPiece).
+// shrinks to the chatbot's own hooks (quiet cancellation, afterPiece):
+// openai_llm21.go, build tag llm21, for the merge.
 type llmModel struct {
 	m *llm.Model
 	s *server
@@ -91,3 +92,7 @@ func checkOptions(o openai.ChatOptions) error {
 	}
 	return nil
 }
+
+// grammars is the handler's JSON-schema converter: none until
+// llm/jsonschema is merged (openai_llm21.go).
+var grammars func() openai.GrammarBuilder

@@ -1,5 +1,7 @@
 package main
 
+//go:generate go run ./sdkrecord -out testdata/sdk
+
 import (
 	"context"
 	_ "embed"
@@ -57,7 +59,7 @@ func newServer(cfg config, l *loader, logger *slog.Logger) *server {
 	s.api = &openai.Handler{
 		Model: s.model, Name: cfg.ModelName, Created: processStart,
 		MaxTokens: cfg.MaxTokens, MaxPromptBytes: cfg.MaxPromptBytes, MaxBodyBytes: cfg.MaxBodyBytes,
-		DeadlineMargin: deadlineMargin, Admit: s.admit, Answered: s.answered, Logger: logger,
+		DeadlineMargin: deadlineMargin, Grammars: grammars, Admit: s.admit, Answered: s.answered, Logger: logger,
 	}
 	s.mux.HandleFunc("GET /{$}", s.page)
 	s.mux.HandleFunc("GET /healthz", s.health)
