@@ -317,3 +317,37 @@ func TestToolMessages(t *testing.T) {
 		}
 	}
 }
+
+// TestToolCallsAfterReasoning: a thinking model's reasoning goes to
+// reasoning_content, and the calls after it are parsed, even when the
+// reasoning mentions the call syntax.
+func TestToolCallsAfterReasoning(t *testing.T) {
+	text := "I should call <｜tool▁calls▁begin｜> get_weather.</think>\n\n" + dsCallsBegin + dsCallBegin +
+		"function" + dsSep + "get_weather\n```json\n{\"city\": \"Paris\"}\n```" + dsCallEnd + dsCallsEnd
+	m := &fakeModel{template: "deepseek-r1", thinks: true, pieces: threes(text)}
+	code, out := ask(t, serve(t, m), `{"stream":true,"messages":[{"role":"user","content":"Weather?"}],`+weatherTools+`}`)
+	var reasoning, content, args strings.Builder
+	var names []string
+	finish := ""
+	for _, c := range chunks(t, out) {
+		if len(c.Choices) == 0 {
+			continue
+		}
+		d := c.Choices[0].Delta
+		reasoning.WriteString(d.ReasoningContent)
+		content.WriteString(d.Content)
+		for _, tc := range d.ToolCalls {
+			if tc.Function.Name != "" {
+				names = append(names, tc.Function.Name)
+			}
+			args.WriteString(tc.Function.Arguments)
+		}
+		if f := c.Choices[0].FinishReason; f != nil {
+			finish = *f
+		}
+	}
+	if code != 200 || reasoning.String() != "I should call <｜tool▁calls▁begin｜> get_weather." || content.Len() != 0 ||
+		fmt.Sprint(names) != "[get_weather]" || args.String() != `{"city": "Paris"}` || finish != "tool_calls" {
+		t.Errorf("reasoning %q content %q calls %v(%s) finish %q", reasoning.String(), content.String(), names, args.String(), finish)
+	}
+}
