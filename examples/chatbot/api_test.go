@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,9 +18,13 @@ import (
 
 // TestSDKRecordings sends the chatbot every request recorded from the
 // official Go and Node SDKs (testdata/sdk, see its README), the multi-turn
-// patterns that feed an answer back included, and checks each answer.
+// patterns that feed an answer back included, and checks each answer. The
+// tool and structured-output flows go to a chatbot whose model's own
+// template renders tools (toolServer).
 func TestSDKRecordings(t *testing.T) {
 	ts := newTestServer(t, testConfig(t, map[string]string{"MODEL_NAME": "memload-test"}))
+	tools := toolServer(t)
+	unfinished := 0
 	b, err := os.ReadFile("testdata/sdk/requests.json")
 	if err != nil {
 		t.Fatal(err)
@@ -49,6 +54,27 @@ func TestSDKRecordings(t *testing.T) {
 			if r.ContentType != "" {
 				req.Header.Set("Content-Type", r.ContentType)
 			}
+			var sent struct {
+				Stream         bool              `json:"stream"`
+				Tools          []json.RawMessage `json:"tools"`
+				ToolChoice     json.RawMessage   `json:"tool_choice"`
+				ResponseFormat struct {
+					Type string `json:"type"`
+				} `json:"response_format"`
+			}
+			json.Unmarshal(body, &sent)
+			grammar := len(sent.Tools) > 0 || sent.ResponseFormat.Type == "json_schema"
+			if grammar {
+				// A model whose own template renders tools, and the
+				// JSON-schema converter: once issue 21's llm is merged.
+				if tools == nil {
+					t.Skip("needs issue 21's llm (tools, jsonschema): go test -tags llm21")
+				}
+				if req, err = http.NewRequest(r.Method, tools.url+r.Path, bytes.NewReader(body)); err != nil {
+					t.Fatal(err)
+				}
+				req.Header.Set("Content-Type", r.ContentType)
+			}
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
@@ -58,11 +84,24 @@ func TestSDKRecordings(t *testing.T) {
 				e := decode[struct{ Error apiError }](t, resp.Body)
 				t.Fatalf("%s: %s %q", r.SDK, resp.Status, e.Error.Message)
 			}
-			var sent struct {
-				Stream bool `json:"stream"`
-			}
-			json.Unmarshal(body, &sent)
 			switch {
+			case grammar:
+				checkGrammarAnswer(t, resp.Body, sent.Stream, string(sent.ToolChoice), sent.ResponseFormat.Type == "json_schema")
+				// A random-weight model's strings run long: again with room
+				// to finish, and the byte tokens '"' (34) and '}' (125)
+				// favoured where the grammar allows them, so that whole
+				// calls and answers are checked.
+				var fields map[string]any
+				json.Unmarshal(body, &fields)
+				delete(fields, "max_completion_tokens")
+				fields["max_tokens"], fields["seed"] = 300, 1
+				fields["logit_bias"] = map[string]float64{"34": 10, "125": 10}
+				longer, _ := json.Marshal(fields)
+				resp := post(t, context.Background(), tools.url, string(longer))
+				defer resp.Body.Close()
+				if !checkGrammarAnswer(t, resp.Body, sent.Stream, string(sent.ToolChoice), sent.ResponseFormat.Type == "json_schema") {
+					unfinished++
+				}
 			case r.Path == "/v1/models":
 				l := decode[struct {
 					Object string
@@ -87,6 +126,9 @@ func TestSDKRecordings(t *testing.T) {
 				}
 			}
 		})
+	}
+	if tools != nil {
+		t.Logf("%d grammar-constrained answers cut by max_tokens", unfinished)
 	}
 	if sdks["openai-go"] < 4 || sdks["openai"] < 4 {
 		t.Errorf("recordings per SDK %v: want both SDKs' calls", sdks)
@@ -143,9 +185,9 @@ func TestGoSDK(t *testing.T) {
 	}
 
 	before := ts.requests.Load()
-	_, err = client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "x", Messages: msgs, Logprobs: openai.Bool(true)})
-	if !errors.As(err, &apiErr) || apiErr.StatusCode != 400 || apiErr.Param != "logprobs" || !strings.Contains(apiErr.Message, "`logprobs` is not supported") {
-		t.Errorf("logprobs: %v", err)
+	_, err = client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "x", Messages: msgs, Modalities: []string{"text", "audio"}})
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 400 || apiErr.Param != "modalities" || !strings.Contains(apiErr.Message, "`modalities` is not supported") {
+		t.Errorf("modalities: %v", err)
 	}
 	if n := ts.requests.Load() - before; n != 1 {
 		t.Errorf("the SDK sent a refused request %d times", n)
@@ -185,14 +227,11 @@ func TestRequestFields(t *testing.T) {
 	}
 
 	for _, tc := range []struct{ body, param, why string }{
-		{`"logprobs":true`, "logprobs", "log probabilities"},
-		{`"top_logprobs":3`, "top_logprobs", "log probabilities"},
-		{`"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{}}}`, "response_format", "cannot turn a JSON schema into a grammar"},
-		{`"response_format":{"type":"xml"}`, "response_format", `use "text", "json_object"`},
-		{`"tools":[{"type":"function","function":{"name":"f"}}]`, "tools", "function calling"},
-		{`"tool_choice":"required"`, "tool_choice", "function calling"},
-		{`"functions":[{"name":"f"}]`, "functions", "function calling"},
-		{`"function_call":"auto"`, "function_call", "function calling"},
+		{`"response_format":{"type":"xml"}`, "response_format", `use "text", "json_object" or "json_schema"`},
+		{`"tools":[{"type":"custom","custom":{"name":"f"}}]`, "tools[0].type", `only "function" tools`},
+		{`"functions":[{"name":"f"}]`, "functions", "send them as tools"},
+		{`"function_call":"auto"`, "function_call", "use tools and tool_choice"},
+		{`"messages":[{"role":"function","content":"4","name":"f"}]`, "messages[0].role", `send results as role "tool"`},
 		{`"audio":{"voice":"alloy","format":"mp3"}`, "audio", "text only"},
 		{`"modalities":["text","audio"]`, "modalities", "text only"},
 		{`"reasoning_effort":"low"`, "reasoning_effort", "cannot be steered"},
@@ -200,8 +239,6 @@ func TestRequestFields(t *testing.T) {
 		{`"web_search_options":{}`, "web_search_options", "does not search"},
 		{`"moderation":{"model":"omni-moderation-latest"}`, "moderation", "no moderation model"},
 		{`"reasoning_format":"deepseek-legacy"`, "reasoning_format", "use \"deepseek\""},
-		{`"messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"1"}]},{"role":"user","content":"a"}]`, "messages[0].tool_calls", "function calling"},
-		{`"messages":[{"role":"tool","content":"4","tool_call_id":"1"}]`, "messages[0].role", "function calling"},
 		{`"messages":[{"role":"user","content":"a","audio":{"id":"x"}}]`, "messages[0].audio", "text only"},
 		{`"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://x/cat.png"}}]}]`, "messages[0].content", "text only"},
 	} {
@@ -258,18 +295,19 @@ func TestSampling(t *testing.T) {
 		t.Errorf("json_object answer %q does not start a JSON object", text)
 	}
 
-	for _, tc := range []struct{ fields, want string }{
-		{`"frequency_penalty":2.5`, "frequency_penalty is 2.5; it must be between -2 and 2"},
-		{`"presence_penalty":-3`, "presence_penalty is -3; it must be between -2 and 2"},
-		{`"logit_bias":{"42":101}`, "logit_bias of token 42 is 101; it must be between -100 and 100"},
-		{`"logit_bias":{"hello":1}`, `logit_bias key "hello" is not a token id`},
-		{`"logit_bias":{"99999999":1}`, "LogitBias token 99999999 is not in the vocabulary"},
+	// llm checks the ranges; the 400 names the request's field.
+	for _, tc := range []struct{ fields, param, want string }{
+		{`"frequency_penalty":2.5`, "frequency_penalty", "FrequencyPenalty 2.5 is out of range"},
+		{`"presence_penalty":-3`, "presence_penalty", "PresencePenalty -3 is out of range"},
+		{`"logit_bias":{"42":101}`, "logit_bias", "LogitBias of token 42 is 101"},
+		{`"logit_bias":{"hello":1}`, "logit_bias", `logit_bias key "hello" is not a token id`},
+		{`"logit_bias":{"99999999":1}`, "logit_bias", "LogitBias token 99999999 is not in the vocabulary"},
 	} {
 		resp := post(t, context.Background(), ts.url, `{`+ask+`,`+tc.fields+`}`)
 		e := decode[struct{ Error apiError }](t, resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != 400 || !strings.Contains(e.Error.Message, tc.want) {
-			t.Errorf("%s: %s %+v, want 400 saying %q", tc.fields, resp.Status, e.Error, tc.want)
+		if resp.StatusCode != 400 || e.Error.Param != tc.param || !strings.Contains(e.Error.Message, tc.want) {
+			t.Errorf("%s: %s %+v, want 400 naming %s, saying %q", tc.fields, resp.Status, e.Error, tc.param, tc.want)
 		}
 	}
 }
@@ -357,4 +395,82 @@ func TestCORS(t *testing.T) {
 			t.Errorf("CORS_ALLOW_ORIGINS=%s: %v", bad, err)
 		}
 	}
+}
+
+// checkGrammarAnswer checks an answer to a recorded request with tools or
+// a JSON schema (the recordings' get_weather(city) and weather schema):
+// every call parses, streams as deltas and matches its schema; a named
+// tool_choice gets a call; structured output matches the schema. An
+// answer cut by max_tokens is only a prefix, and is not checked: it
+// returns whether the answer finished.
+func checkGrammarAnswer(t *testing.T, body io.Reader, stream bool, toolChoice string, schema bool) (finished bool) {
+	t.Helper()
+	type call struct{ name, args string }
+	var calls []call
+	var content, finish string
+	if stream {
+		var sb strings.Builder
+		for _, e := range readSSE(t, body) {
+			if e.data == "" || e.data == "[DONE]" {
+				continue
+			}
+			var c chatResponse
+			if err := json.Unmarshal([]byte(e.data), &c); err != nil {
+				t.Fatal(err)
+			}
+			if len(c.Choices) == 0 {
+				continue
+			}
+			d := c.Choices[0].Delta
+			sb.WriteString(d.Content)
+			for _, tc := range d.ToolCalls {
+				switch {
+				case *tc.Index == len(calls) && tc.ID != "" && tc.Type == "function" && tc.Function.Name != "":
+					calls = append(calls, call{name: tc.Function.Name})
+				case *tc.Index == len(calls)-1 && tc.ID == "" && tc.Function.Name == "":
+				default:
+					t.Fatalf("tool call delta %+v after %d calls", tc, len(calls))
+				}
+				calls[*tc.Index].args += tc.Function.Arguments
+			}
+			if f := c.Choices[0].FinishReason; f != nil {
+				finish = *f
+			}
+		}
+		content = sb.String()
+	} else {
+		a := decode[chatResponse](t, body)
+		content, finish = a.Choices[0].Message.Content, *a.Choices[0].FinishReason
+		for _, tc := range a.Choices[0].Message.ToolCalls {
+			calls = append(calls, call{tc.Function.Name, tc.Function.Arguments})
+		}
+	}
+	t.Logf("finish %s, calls %q, content %q", finish, calls, content)
+	if finish == "length" {
+		return false
+	}
+	if strings.Contains(toolChoice, "get_weather") && (len(calls) == 0 || finish != "tool_calls") {
+		t.Errorf("tool_choice %s: no call (finish %s)", toolChoice, finish)
+	}
+	for _, c := range calls {
+		var args struct {
+			City *string `json:"city"`
+		}
+		if c.name != "get_weather" || json.Unmarshal([]byte(c.args), &args) != nil || args.City == nil {
+			t.Errorf("call %s(%s) does not match get_weather's schema", c.name, c.args)
+		}
+	}
+	if schema {
+		var w struct {
+			City    *string  `json:"city"`
+			Celsius *float64 `json:"celsius"`
+			Sunny   *bool    `json:"sunny"`
+		}
+		dec := json.NewDecoder(strings.NewReader(content))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&w); err != nil || w.City == nil || w.Celsius == nil || w.Sunny == nil {
+			t.Errorf("structured answer %q does not match the weather schema: %v", content, err)
+		}
+	}
+	return true
 }

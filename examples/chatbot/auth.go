@@ -12,6 +12,8 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
+
+	"github.com/memload/memload/openai"
 )
 
 // minKeyLen is the shortest API key accepted: a guessable key on a public
@@ -59,15 +61,15 @@ func fetchAPIKey(ctx context.Context, cfg config) (string, error) {
 
 // authorized checks the request's bearer token against the key, in
 // constant time: comparing digests hides the key's length too.
-func authorized(r *http.Request, key string) *apiError {
+func authorized(r *http.Request, key string) *openai.Error {
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || token == "" {
-		return &apiError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "missing_api_key",
+		return &openai.Error{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "missing_api_key",
 			Message: "no API key: send it as Authorization: Bearer <key> (the OpenAI SDKs do, with api_key / apiKey set)"}
 	}
 	got, want := sha256.Sum256([]byte(strings.TrimSpace(token))), sha256.Sum256([]byte(key))
 	if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
-		return &apiError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_api_key",
+		return &openai.Error{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_api_key",
 			Message: "incorrect API key provided"}
 	}
 	return nil

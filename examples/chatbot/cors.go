@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+
+	"github.com/memload/memload/openai"
 )
 
 // checkOrigin checks one entry of CORS_ALLOW_ORIGINS: "*" or an origin,
@@ -60,7 +62,7 @@ func (s *server) cors(w http.ResponseWriter, r *http.Request) bool {
 	h.Add("Vary", "Origin")
 	if !s.corsAllowed(origin) {
 		if preflight {
-			writeError(w, &apiError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: "origin_not_allowed",
+			openai.WriteError(w, &openai.Error{Status: http.StatusForbidden, Type: "invalid_request_error", Code: "origin_not_allowed",
 				Message: fmt.Sprintf("pages from %s may not call this API: add the origin to CORS_ALLOW_ORIGINS (the template's CorsOrigins)", origin)})
 			return true
 		}

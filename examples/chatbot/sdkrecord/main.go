@@ -159,9 +159,25 @@ func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			StreamOptions struct {
 				IncludeUsage bool `json:"include_usage"`
 			} `json:"stream_options"`
+			Tools          []json.RawMessage `json:"tools"`
+			ResponseFormat struct {
+				Type string `json:"type"`
+			} `json:"response_format"`
+			Messages []struct {
+				Role string `json:"role"`
+			} `json:"messages"`
 		}
 		json.Unmarshal(body, &req)
 		const usage = `{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}`
+		if len(req.Tools) > 0 && req.Messages[len(req.Messages)-1].Role != "tool" {
+			rec.toolCall(w, req.Stream, created)
+			return
+		}
+		if req.ResponseFormat.Type == "json_schema" {
+			fmt.Fprintf(w, `{"id":"chatcmpl-rec","object":"chat.completion","created":%d,"model":%q,"choices":[{"index":0,"message":{"role":"assistant","content":%q,"refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":%s}`,
+				created, modelID, `{"city":"Paris","celsius":21,"sunny":true}`, usage)
+			return
+		}
 		if !req.Stream {
 			fmt.Fprintf(w, `{"id":"chatcmpl-rec","object":"chat.completion","created":%d,"model":%q,"choices":[{"index":0,"message":{"role":"assistant","content":"Hello there.","reasoning_content":"The user greets me.","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":%s}`,
 				created, modelID, usage)
@@ -187,6 +203,27 @@ func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		http.Error(w, `{"error":{"message":"not recorded","type":"invalid_request_error"}}`, http.StatusNotFound)
 	}
+}
+
+// toolCall answers with a call of get_weather, as OpenAI streams one:
+// id, type and name first, then the arguments in pieces.
+func (rec *recorder) toolCall(w http.ResponseWriter, stream bool, created int64) {
+	const usage = `{"prompt_tokens":40,"completion_tokens":9,"total_tokens":49}`
+	if !stream {
+		fmt.Fprintf(w, `{"id":"chatcmpl-rec","object":"chat.completion","created":%d,"model":%q,"choices":[{"index":0,"message":{"role":"assistant","content":null,"refusal":null,"annotations":[],"tool_calls":[{"id":"call_rec1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},"logprobs":null,"finish_reason":"tool_calls"}],"usage":%s}`,
+			created, modelID, usage)
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	for _, c := range []string{
+		`{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_rec1","type":"function","function":{"name":"get_weather","arguments":""}}],"refusal":null},"logprobs":null,"finish_reason":null}`,
+		`{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\""}}]},"logprobs":null,"finish_reason":null}`,
+		`{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":":\"Paris\"}"}}]},"logprobs":null,"finish_reason":null}`,
+		`{"index":0,"delta":{},"logprobs":null,"finish_reason":"tool_calls"}`,
+	} {
+		fmt.Fprintf(w, "data: {\"id\":\"chatcmpl-rec\",\"object\":\"chat.completion.chunk\",\"created\":%d,\"model\":%q,\"choices\":[%s]}\n\n", created, modelID, c)
+	}
+	fmt.Fprint(w, "data: [DONE]\n\n")
 }
 
 func goSDKVersion() string {
@@ -260,6 +297,9 @@ func recordGo(ctx context.Context, base string) error {
 		return err
 	}
 
+	if err := recordGoTools(ctx, client, as); err != nil {
+		return err
+	}
 	if _, err := client.Models.List(ctx, as("go-models-list")); err != nil {
 		return err
 	}
@@ -267,6 +307,56 @@ func recordGo(ctx context.Context, base string) error {
 		return err
 	}
 	return nil
+}
+
+// zodVersion is the npm version of zod that record.mjs's
+// zodResponseFormat uses.
+const zodVersion = "4"
+
+// recordGoTools makes a tool call's round trip, streamed and gathered by
+// the accumulator: the call, then its result fed back.
+func recordGoTools(ctx context.Context, client openai.Client, as func(string) option.RequestOption) error {
+	tool := openai.ChatCompletionFunctionTool(openai.FunctionDefinitionParam{
+		Name:        "get_weather",
+		Description: openai.String("The weather in a city"),
+		Parameters: openai.FunctionParameters{
+			"type":       "object",
+			"properties": map[string]any{"city": map[string]any{"type": "string"}},
+			"required":   []string{"city"},
+		},
+	})
+	params := openai.ChatCompletionNewParams{
+		Model:    modelID,
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("What is the weather in Paris?")},
+		Tools:    []openai.ChatCompletionToolUnionParam{tool},
+		ToolChoice: openai.ChatCompletionToolChoiceOptionUnionParam{
+			OfFunctionToolChoice: &openai.ChatCompletionNamedToolChoiceParam{Function: openai.ChatCompletionNamedToolChoiceFunctionParam{Name: "get_weather"}},
+		},
+		MaxTokens:     openai.Int(64),
+		StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
+	}
+	var acc openai.ChatCompletionAccumulator
+	var call openai.FinishedChatCompletionToolCall
+	called := false
+	stream := client.Chat.Completions.NewStreaming(ctx, params, as("go-tools-stream"))
+	for stream.Next() {
+		acc.AddChunk(stream.Current())
+		if tc, ok := acc.JustFinishedToolCall(); ok {
+			call, called = tc, true
+		}
+	}
+	if err := stream.Err(); err != nil {
+		return err
+	}
+	if !called {
+		return errors.New("the accumulator finished no tool call")
+	}
+	params.Messages = append(params.Messages, acc.Choices[0].Message.ToParam(), openai.ToolMessage(`{"celsius":21}`, call.ID))
+	params.ToolChoice = openai.ChatCompletionToolChoiceOptionUnionParam{}
+	stream = client.Chat.Completions.NewStreaming(ctx, params, as("go-tools-stream-turn2"))
+	for stream.Next() {
+	}
+	return stream.Err()
 }
 
 // recordNode installs the openai package into a temporary directory and
@@ -284,7 +374,7 @@ func recordNode(ctx context.Context, base, version string) (string, error) {
 		return "", err
 	}
 	for _, args := range [][]string{
-		{"npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "openai@" + version},
+		{"npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "openai@" + version, "zod@" + zodVersion},
 		{"node", "record.mjs", base},
 	} {
 		cmd := exec.CommandContext(ctx, args[0], args[1:]...)

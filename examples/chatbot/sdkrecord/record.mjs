@@ -46,3 +46,35 @@ await runner.finalChatCompletion();
 const models = await client.models.list(as("node-models-list"));
 for await (const m of models) void m;
 await client.models.retrieve(model, as("node-models-retrieve"));
+
+// Tools with the streaming helper: the model calls get_weather, the
+// program runs it and feeds the call and its result back.
+const tools = [{
+  type: "function",
+  function: {
+    name: "get_weather", description: "The weather in a city", strict: true,
+    parameters: {
+      type: "object", properties: { city: { type: "string", description: "The city's name" } },
+      required: ["city"], additionalProperties: false,
+    },
+  },
+}];
+messages = [{ role: "user", content: "What is the weather in Paris?" }];
+runner = client.chat.completions.stream({ model, messages, tools, tool_choice: "auto", parallel_tool_calls: false, max_tokens: 64 }, as("node-tools-stream"));
+final = await runner.finalChatCompletion();
+const call = final.choices[0].message.tool_calls?.[0];
+if (!call) throw new Error("no tool call in the recorded answer");
+messages.push(final.choices[0].message);
+messages.push({ role: "tool", tool_call_id: call.id, content: JSON.stringify({ city: JSON.parse(call.function.arguments).city, celsius: 21 }) });
+runner = client.chat.completions.stream({ model, messages, tools, max_tokens: 64 }, as("node-tools-stream-turn2"));
+await runner.finalChatCompletion();
+
+// Structured output with zod, the SDK's own helper.
+const { zodResponseFormat } = await import("openai/helpers/zod");
+const { z } = await import("zod");
+const Weather = z.object({ city: z.string(), celsius: z.number(), sunny: z.boolean() });
+messages = [{ role: "user", content: "The weather in Paris, as JSON." }];
+const parsed = await client.chat.completions.parse({ model, messages, response_format: zodResponseFormat(Weather, "weather"), max_tokens: 64 }, as("node-parse-zod"));
+if (!parsed.choices[0].message.parsed) throw new Error("nothing parsed");
+messages.push(parsed.choices[0].message, { role: "user", content: "And in Rome?" });
+await client.chat.completions.parse({ model, messages, response_format: zodResponseFormat(Weather, "weather"), max_tokens: 64 }, as("node-parse-zod-turn2"));
