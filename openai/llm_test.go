@@ -1,39 +1,31 @@
-//go:build !llm21
-
 package openai
 
 import (
-	"context"
+	"os"
 	"testing"
 
 	"github.com/memload/memload/internal/testutil"
 	"github.com/memload/memload/llm"
+	"github.com/memload/memload/llm/jsonschema"
 )
 
-// grammars stands in for jsonschema.Builder until it is merged.
-var grammars, realConverter = newFakeGrammars, false
+// realConverter: the grammars enforce the schemas.
+var realConverter = true
 
-// tinyModel writes a random-weight Qwen2 model with a ChatML template.
-func tinyModel(t *testing.T) string { return testutil.TinyModel(t, "qwen2") }
+// grammars is the real converter.
+func grammars() GrammarBuilder { return &jsonschema.Builder{} }
 
-// wrap serves Model with today's *llm.Model, for the tests that run real
-// llama.cpp: the grammar reaches llama.cpp's sampler, the rest of issue
-// 21's options are not llm's yet (the tools are not rendered: the grammar
-// alone makes the calls).
-func wrap(m *llm.Model) Model { return llmModel{m} }
+// wrap: *llm.Model is a Model.
+func wrap(m *llm.Model) Model { return m }
 
-type llmModel struct{ *llm.Model }
-
-func (m llmModel) Chat(ctx context.Context, msgs []Message, onToken func(string) error, optFns ...func(*ChatOptions)) (llm.Stats, error) {
-	lmsgs := make([]llm.Message, len(msgs))
-	for i, msg := range msgs {
-		lmsgs[i] = llm.Message{Role: msg.Role, Content: msg.Content}
+// tinyModel writes a random-weight Qwen2 model with Qwen2.5's own chat
+// template, which renders tools.
+func tinyModel(t *testing.T) string {
+	src, err := os.ReadFile("../llm/testdata/templates/Qwen-Qwen2.5-7B-Instruct.jinja")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return m.Model.Chat(ctx, lmsgs, onToken, func(o *llm.ChatOptions) {
-		oo := ChatOptions{ChatOptions: *o}
-		for _, fn := range optFns {
-			fn(&oo)
-		}
-		*o = oo.ChatOptions
-	})
+	cfg := testutil.TinyConfig("qwen2")
+	cfg.Template = string(src)
+	return testutil.TinyModelWith(t, cfg)
 }

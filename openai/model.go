@@ -1,5 +1,3 @@
-//go:build llm21
-
 package openai
 
 import (
@@ -7,10 +5,6 @@ import (
 
 	"github.com/memload/memload/llm"
 )
-
-// With llm's issue-21 types merged, the package uses them as they are
-// (this replaces llm.go: build with -tags llm21, then delete llm.go and
-// the tag).
 
 // Model is what the handler needs of a model; *llm.Model is one. Chat is
 // [llm.Model.Chat]: it renders msgs with the model's chat template,

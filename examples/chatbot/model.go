@@ -1,5 +1,3 @@
-//go:build llm21
-
 package main
 
 import (
