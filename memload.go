@@ -45,7 +45,7 @@ type Options struct {
 	// SHA256, Logger, the memfd's Headroom, and Order, which asks for the
 	// tensors in the order llama.cpp loads them (llm.ReadOrder; set it to
 	// nil for the file's order). Load then sets NoSeal and chains its
-	// OnPrefix and OnRelease after the ones given here.
+	// OnPrefix, OnPart and OnRelease after the ones given here.
 	S3Options []func(*s3load.Options)
 
 	// LLMOptions configure llama.cpp's load and the model (threads,
@@ -173,6 +173,15 @@ func Load(ctx context.Context, client s3load.Client, uri string, optFns ...func(
 				prev(w, n)
 			}
 			early.Written(w, n)
+		}
+		// Parts fetched out of order (Order) let llama.cpp on past a
+		// tensor as soon as its own bytes are in.
+		prevPart := so.OnPart
+		so.OnPart = func(w io.WriterAt, start, end int64) {
+			if prevPart != nil {
+				prevPart(w, start, end)
+			}
+			early.WrittenRange(w, start, end)
 		}
 		// The pages of weights llama.cpp repacked are given back once
 		// s3load is done with them (with SHA256, hashed): during the

@@ -2,11 +2,13 @@ package s3load_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -161,5 +163,54 @@ func TestOnRelease(t *testing.T) {
 				t.Errorf("the released bytes were not all given back (%v): the test punches nothing", err)
 			}
 		})
+	}
+}
+
+// TestOnPart checks that OnPart tells of each part once it is in place,
+// wherever it lies, before OnPrefix tells of it, and of every byte once.
+func TestOnPart(t *testing.T) {
+	const part, size = 64 << 10, 9*(64<<10) + 123
+	uri, sum := putObject(t, size)
+	want := testutil.RandomBytes(size, size)
+	var mu sync.Mutex
+	var parts [][2]int64
+	told := int64(0) // by OnPrefix
+	l := s3load.New(client(), func(o *s3load.Options) {
+		o.PartSize, o.Concurrency, o.SHA256 = part, 4, sum
+		// The last part first: parts land out of order.
+		o.Order = func(io.ReaderAt, int64, int64) [][2]int64 { return [][2]int64{{size - 1, size}} }
+		o.OnPart = func(w io.WriterAt, start, end int64) {
+			got := make([]byte, end-start)
+			if _, err := w.(io.ReaderAt).ReadAt(got, start); err != nil || !bytes.Equal(got, want[start:end]) {
+				t.Errorf("OnPart(%d, %d): the bytes in place differ from the object's (%v)", start, end, err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if start < told {
+				t.Errorf("OnPart(%d, %d) after OnPrefix told of %d bytes", start, end, told)
+			}
+			parts = append(parts, [2]int64{start, end})
+		}
+		o.OnPrefix = func(_ io.WriterAt, n int64) {
+			mu.Lock()
+			defer mu.Unlock()
+			told = n
+		}
+	})
+	f, _, err := l.Load(context.Background(), uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	slices.SortFunc(parts, func(a, b [2]int64) int { return cmp.Compare(a[0], b[0]) })
+	at := int64(0)
+	for _, p := range parts {
+		if p[0] != at || p[1] <= p[0] || p[1]-p[0] > part {
+			t.Fatalf("OnPart ranges %v: want each part once, covering [0, %d)", parts, size)
+		}
+		at = p[1]
+	}
+	if at != size {
+		t.Fatalf("OnPart ranges %v end at %d, want %d", parts, at, size)
 	}
 }

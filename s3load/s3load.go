@@ -90,6 +90,13 @@ type Options struct {
 	// its new destination. An empty object gets no call. llm.EarlyLoad's
 	// Written is such a consumer: llama.cpp loads a model as it downloads.
 	OnPrefix func(w io.WriterAt, n int64)
+	// OnPart, if set, is called each time a part is in place: bytes
+	// [start, end) of w, the destination, are written, wherever they lie
+	// (see Order). A consumer that reads the object out of order waits on
+	// it rather than on OnPrefix; llm.EarlyLoad's WrittenRange is one.
+	// Calls come from the goroutines that finished the parts, several at
+	// once, before OnPrefix tells of the same bytes: return quickly.
+	OnPart func(w io.WriterAt, start, end int64)
 	// OnRelease, if set, is called each time the run of bytes from the
 	// start of the object that the load is done with grows: bytes [0, n)
 	// of w are in place and the load will not read them again, so a
