@@ -102,8 +102,9 @@ type Options struct {
 	// of w are in place and the load will not read them again, so a
 	// consumer may change them (llm.EarlyLoad's Verified gives back the
 	// memfd's pages of weights llama.cpp repacked). With SHA256 that is
-	// once they are hashed, behind OnPrefix; without, the same n as
-	// OnPrefix, a moment later. Calls come in order, n growing to the
+	// once they are hashed, behind OnPrefix; without, once they are in
+	// place, a moment after OnPrefix tells of them (two growths may come
+	// as one call). Calls come in order, n growing to the
 	// object's size, never two at once, from a goroutine of the load's
 	// own; the memfd's background reservation (Load) waits for a call to
 	// return, so that it never takes back pages the call gave back. A
