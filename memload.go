@@ -45,7 +45,7 @@ type Options struct {
 	// SHA256, Logger, the memfd's Headroom, and Order, which asks for the
 	// tensors in the order llama.cpp loads them (llm.ReadOrder; set it to
 	// nil for the file's order). Load then sets NoSeal and chains its
-	// OnPrefix after the one given here.
+	// OnPrefix, OnPart and OnRelease after the ones given here.
 	S3Options []func(*s3load.Options)
 
 	// LLMOptions configure llama.cpp's load and the model (threads,
@@ -102,8 +102,14 @@ func (s Stats) String() string {
 		return t.Sub(s.Start).Round(time.Millisecond).String()
 	}
 	load := "after the download"
-	if s.Model.Early {
+	switch {
+	case s.Model.Early && s.Model.Gated:
+		load = fmt.Sprintf("during the download, repacking as the bytes came (%d waits)", s.Model.Waits)
+	case s.Model.Early:
 		load = "during the download"
+	}
+	if s.Model.Fallback != "" {
+		load += " (" + s.Model.Fallback + ")"
 	}
 	verified := s.Download.Verified
 	if verified == "" {
@@ -167,6 +173,25 @@ func Load(ctx context.Context, client s3load.Client, uri string, optFns ...func(
 				prev(w, n)
 			}
 			early.Written(w, n)
+		}
+		// Parts fetched out of order (Order) let llama.cpp on past a
+		// tensor as soon as its own bytes are in.
+		prevPart := so.OnPart
+		so.OnPart = func(w io.WriterAt, start, end int64) {
+			if prevPart != nil {
+				prevPart(w, start, end)
+			}
+			early.WrittenRange(w, start, end)
+		}
+		// The pages of weights llama.cpp repacked are given back once
+		// s3load is done with them (with SHA256, hashed): during the
+		// download, so the memory held stays near the model's size.
+		prevRelease := so.OnRelease
+		so.OnRelease = func(w io.WriterAt, n int64) {
+			if prevRelease != nil {
+				prevRelease(w, n)
+			}
+			early.Verified(n)
 		}
 	})...)
 	st.Download = ds

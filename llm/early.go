@@ -24,6 +24,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -35,8 +36,9 @@ import (
 // the writer says every byte is in place and verified.
 //
 // Pass [EarlyLoad.Written] to the writer as its progress hook
-// (s3load.Options.OnPrefix has its signature), then the writer's result to
-// [EarlyLoad.Finish]. Unless [Options.NoMmap] is set, llama.cpp's load
+// (s3load.Options.OnPrefix has its signature), and [EarlyLoad.WrittenRange]
+// if it writes out of order (s3load.Options.OnPart), then the writer's
+// result to [EarlyLoad.Finish]. Unless [Options.NoMmap] is set, llama.cpp's load
 // starts as soon as the model's GGUF header is in place, and, repacking,
 // waits at each tensor it repacks until its bytes are written; the model
 // is ready a moment after the last byte. Should llama.cpp's log not add up
@@ -61,14 +63,15 @@ type EarlyLoad struct {
 	file     *os.File      // a descriptor of it, llama.cpp's
 	size     int64         // its size
 	n        int64         // bytes [0, n) are in place
+	ranges   []span        // and these, past n: sorted, apart (WrittenRange)
 	verified int64         // bytes [0, verified) will not be read back
 	over     bool          // no more bytes will come to file
-	grew     chan struct{} // closed and replaced when n grows or over is set
+	grew     chan struct{} // closed and replaced when bytes come or over is set
 	rec      *repackLog    // the load's, to give back pages as verified grows
 
-	onWait  func(end int64) // tests: llama.cpp waits at the gate
-	onStart func()          // tests: llama.cpp's load starts
-	ended   chan struct{}   // closed when a load started early ends
+	onWait  func(off, end int64) // tests: llama.cpp waits at the gate
+	onStart func()               // tests: llama.cpp's load starts
+	ended   chan struct{}        // closed when a load started early ends
 
 	stats  EarlyStats     // set by the load before it sends its result
 	result chan earlyDone // nil unless a load started early
@@ -128,9 +131,37 @@ func NewEarlyLoad(ctx context.Context, optFns ...func(*Options)) *EarlyLoad {
 func (e *EarlyLoad) Written(w io.WriterAt, n int64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if !e.attach(w) {
+		return
+	}
+	e.n = max(e.n, n)
+	e.ranges = slices.DeleteFunc(e.ranges, func(s span) bool { return s.end <= e.n })
+	e.grown()
+}
+
+// WrittenRange tells e that bytes [start, end) of w are in place, wherever
+// they lie in the file, as [EarlyLoad.Written] does for a prefix
+// (s3load.Options.OnPart has its signature). llama.cpp then waits at a
+// repacked tensor only until its own bytes are in, not those before it:
+// a writer that fetches the tensors in the order llama.cpp loads them
+// (s3load.Options.Order) keeps it from waiting for the file's order. It
+// returns at once, and may be called from several goroutines.
+func (e *EarlyLoad) WrittenRange(w io.WriterAt, start, end int64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.attach(w) || end <= max(start, e.n) {
+		return
+	}
+	e.ranges = addSpan(e.ranges, span{start, end})
+	e.grown()
+}
+
+// attach makes w the file written, starting llama.cpp's load on the first
+// one, and reports whether its bytes count; e.mu is held.
+func (e *EarlyLoad) attach(w io.WriterAt) bool {
 	switch {
 	case e.over:
-		return
+		return false
 	case e.w == nil:
 		e.w = w
 		if f, ok := w.(*memfd.File); ok && e.eager {
@@ -150,11 +181,26 @@ func (e *EarlyLoad) Written(w io.WriterAt, n int64) {
 		}
 	case w != e.w:
 		e.stop()
-		return
+		return false
 	}
-	e.n = max(e.n, n)
+	return true
+}
+
+// grown wakes those waiting for bytes; e.mu is held.
+func (e *EarlyLoad) grown() {
 	close(e.grew)
 	e.grew = make(chan struct{})
+}
+
+// addSpan adds s to spans, sorted and apart, merging what touches it.
+func addSpan(spans []span, s span) []span {
+	i := sort.Search(len(spans), func(i int) bool { return spans[i].end >= s.off })
+	j := i
+	for j < len(spans) && spans[j].off <= s.end {
+		s.off, s.end = min(s.off, spans[j].off), max(s.end, spans[j].end)
+		j++
+	}
+	return slices.Replace(spans, i, j, s)
 }
 
 // Verified tells e that the writer will not read bytes [0, n) of the file
@@ -265,7 +311,7 @@ func (e *EarlyLoad) load() {
 	defer close(e.ended)
 	n, err := HeaderSize(prefixReader{e}, e.size)
 	if err == nil {
-		err = e.waitFor(n)
+		err = e.waitFor(0, n)
 	}
 	if err != nil {
 		e.result <- earlyDone{err: err}
@@ -273,7 +319,7 @@ func (e *EarlyLoad) load() {
 	}
 	e.mu.Lock()
 	w := &writing{
-		wait: e.waitFor, written: e.written, released: e.verified, onWait: e.onWait, onStart: e.onStart,
+		wait: e.waitFor, inPlace: e.inPlace, released: e.verified, onWait: e.onWait, onStart: e.onStart,
 		watching: func(r *repackLog) {
 			e.mu.Lock()
 			e.rec = r
@@ -292,11 +338,24 @@ func (e *EarlyLoad) load() {
 	e.result <- earlyDone{m, err}
 }
 
-// written returns the bytes in place.
-func (e *EarlyLoad) written() int64 {
+// inPlace reports whether bytes [off, end) are in place.
+func (e *EarlyLoad) inPlace(off, end int64) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.n
+	return e.inPlaceLocked(off, end)
+}
+
+func (e *EarlyLoad) inPlaceLocked(off, end int64) bool {
+	off = max(off, e.n)
+	if off >= end {
+		return true
+	}
+	for _, s := range e.ranges {
+		if s.off <= off && end <= s.end {
+			return true
+		}
+	}
+	return false
 }
 
 // fdPages gives back pages of a memfd through a descriptor of its own.
@@ -313,20 +372,20 @@ type prefixReader struct{ e *EarlyLoad }
 
 func (r prefixReader) ReadAt(p []byte, off int64) (int, error) {
 	e := r.e
-	if err := e.waitFor(min(off+int64(len(p)), e.size)); err != nil {
+	if err := e.waitFor(off, min(off+int64(len(p)), e.size)); err != nil {
 		return 0, err
 	}
 	return e.file.ReadAt(p, off)
 }
 
-// waitFor waits until bytes [0, end) are in place.
-func (e *EarlyLoad) waitFor(end int64) error {
+// waitFor waits until bytes [off, end) are in place.
+func (e *EarlyLoad) waitFor(off, end int64) error {
 	for {
 		e.mu.Lock()
-		n, over, grew := e.n, e.over, e.grew
+		in, over, grew := e.inPlaceLocked(off, end), e.over, e.grew
 		e.mu.Unlock()
 		switch {
-		case n >= end:
+		case in:
 			return nil
 		case over:
 			return errNoMore

@@ -249,7 +249,7 @@ func (w *earlyWriter) onDemand() int {
 	w.t.Helper()
 	waits, done := make(chan int64), make(chan struct{})
 	defer close(done)
-	w.e.onWait = func(end int64) {
+	w.e.onWait = func(_, end int64) {
 		select {
 		case waits <- end:
 		case <-done:
@@ -447,7 +447,7 @@ func TestEarlyLoadGatedUnused(t *testing.T) {
 	firstWait := func(t *testing.T, w *earlyWriter) {
 		t.Helper()
 		waits := make(chan int64, 1)
-		w.e.onWait = func(end int64) {
+		w.e.onWait = func(_, end int64) {
 			select {
 			case waits <- end:
 			default:
@@ -508,5 +508,67 @@ func TestEarlyLoadGatedUnused(t *testing.T) {
 			testutil.CheckFDs(t, fds)
 			goleak.VerifyNone(t, leaks)
 		})
+	}
+}
+
+// TestEarlyLoadGatedRanges checks the gate on bytes written out of order
+// (WrittenRange, as s3load's parts fetched in llama.cpp's order land):
+// with only the header written (and 64 KiB past it), each time llama.cpp waits it is for its
+// tensor's own bytes, not for those before it in the file, and only those
+// are written, so it repacks every tensor while the file lacks most of
+// its bytes (a prefix gate would have it wait, at a tensor late in the
+// file, for everything before it, and this test for a minute). The model
+// then answers as one loaded after the writing.
+func TestEarlyLoadGatedRanges(t *testing.T) {
+	path := q4kmModel(t, "qwen2")
+	want := chat(t, loadModel(t, path, func(o *Options) { o.KeepPages = true }), hello, greedy(24))
+	e := NewEarlyLoad(context.Background(), testOptions)
+	w := newEarlyWriter(t, path, e)
+	type wait struct{ off, end int64 }
+	waits, done := make(chan wait), make(chan struct{})
+	defer close(done)
+	e.onWait = func(off, end int64) {
+		select {
+		case waits <- wait{off, end}:
+		case <-done:
+		}
+	}
+	// The header and 64 KiB past it, which HeaderSize reads ahead.
+	header := min(int(HeaderEnd(t, w.data))+64<<10, len(w.data))
+	w.write(0, header)
+	written, steps, lastEnd := int64(header), 0, int64(0)
+	for loading := true; loading; {
+		select {
+		case r := <-waits:
+			if r.end <= int64(header) || r.end-r.off >= int64(len(w.data))/4 {
+				t.Errorf("llama.cpp waits for bytes [%d, %d): want one tensor's, past the %d bytes written first", r.off, r.end, header)
+			}
+			if _, err := w.f.WriteAt(w.data[r.off:r.end], r.off); err != nil {
+				t.Fatal(err)
+			}
+			e.WrittenRange(w.f, r.off, r.end)
+			written, steps, lastEnd = written+r.end-r.off, steps+1, max(lastEnd, r.end)
+		case <-e.ended:
+			loading = false
+		case <-time.After(time.Minute):
+			t.Fatal("llama.cpp neither waited nor ended its load within a minute")
+		}
+	}
+	t.Logf("%d steps, %d of %d bytes written when llama.cpp's load ended, the last waited for ending at %d", steps, written, len(w.data), lastEnd)
+	if steps < 3 || written >= int64(len(w.data))*3/4 || lastEnd < int64(len(w.data))/2 {
+		t.Errorf("%d waits, %d of %d bytes written, up to byte %d: want llama.cpp to have repacked tensors across the file from their own bytes",
+			steps, written, len(w.data), lastEnd)
+	}
+	w.write(header, len(w.data))
+	m, err := e.Finish(w.f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if st := e.Stats(); !st.Early || !st.Gated || st.Waits != steps {
+		t.Errorf("Stats = %+v after %d steps; want a gated early load that waited at each", st, steps)
+	}
+	if got := chat(t, m, hello, greedy(24)); !slices.Equal(got.tokens, want.tokens) {
+		t.Errorf("loaded through the gate from ranges, the model answers %v, want %v", got.tokens, want.tokens)
 	}
 }

@@ -207,3 +207,40 @@ func ExampleChatOptions_grammar() {
 	fmt.Println(strings.HasPrefix(answer.String(), "{"))
 	// Output: true
 }
+
+// A writer that writes a model out of order, as s3load does when it
+// fetches the tensors in the order llama.cpp loads them
+// (s3load.Options.Order), tells of each piece with WrittenRange
+// (s3load.Options.OnPart): llama.cpp then waits at a repacked tensor only
+// for its own bytes. Written still tells of the prefix in place, which
+// starts the load on the header. Here the second half comes first.
+func ExampleEarlyLoad_WrittenRange() {
+	path, cleanup := tinyModel()
+	defer cleanup()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	e := llm.NewEarlyLoad(context.Background(), func(o *llm.Options) { o.Threads = 1 })
+	f, err := memfd.New("tiny.gguf", int64(len(data)))
+	if err != nil {
+		log.Fatal(err)
+	}
+	half := len(data) / 2
+	if _, err := f.WriteAt(data[half:], int64(half)); err != nil {
+		log.Fatal(err)
+	}
+	e.WrittenRange(f, int64(half), int64(len(data)))
+	if _, err := f.WriteAt(data[:half], 0); err != nil {
+		log.Fatal(err)
+	}
+	e.Written(f, int64(len(data))) // with the first half, all of it
+	m, err := e.Finish(f, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close()
+	fmt.Println("loaded as it was written:", e.Stats().Early)
+	// Output: loaded as it was written: true
+}

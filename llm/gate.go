@@ -61,9 +61,9 @@ type gate struct {
 	tensors map[string]gguf.TensorInfo
 	spans   map[string]span
 	size    int64
-	wait    func(end int64) error // until bytes [0, end) are written
-	onWait  func(end int64)       // tests: called before a wait that blocks
-	written func() int64          // bytes written so far
+	wait    func(off, end int64) error // until bytes [off, end) are written
+	onWait  func(off, end int64)       // tests: called before a wait that blocks
+	inPlace func(off, end int64) bool  // whether they are
 
 	// The fields below are used on llama.cpp's loading thread only.
 	buffers    map[string]int64 // logged model buffer sizes, by type
@@ -78,10 +78,10 @@ type gate struct {
 	waited     time.Duration
 }
 
-func newGate(h *gguf.Header, wait func(int64) error, written func() int64) *gate {
+func newGate(h *gguf.Header, wait func(off, end int64) error, inPlace func(off, end int64) bool) *gate {
 	g := &gate{
 		tensors: map[string]gguf.TensorInfo{}, spans: map[string]span{},
-		size: h.Size, wait: wait, written: written,
+		size: h.Size, wait: wait, inPlace: inPlace,
 		buffers: map[string]int64{}, announced: map[string]int64{}, count: map[string]int{},
 	}
 	for _, t := range h.Tensors {
@@ -113,7 +113,7 @@ func (g *gate) logLine(line string) {
 	case !known:
 		g.doubt(fmt.Sprintf("llama.cpp repacked %s, a tensor the file does not hold", m.tensor))
 	default:
-		g.await(s.end)
+		g.await(s.off, s.end)
 	}
 	if known {
 		g.announced[buf] += alignUp(s.end-s.off, 32)
@@ -192,20 +192,22 @@ func (g *gate) doubt(why string) {
 		return
 	}
 	g.all, g.fallback = true, why
-	g.await(g.size)
+	g.await(0, g.size)
 }
 
-// await waits until bytes [0, end) are written.
-func (g *gate) await(end int64) {
-	if gateOff || g.err != nil || g.written() >= end {
+// await waits until bytes [off, end) are written: a tensor's own, not
+// those before it, when the writer tells of bytes out of order
+// (EarlyLoad.WrittenRange).
+func (g *gate) await(off, end int64) {
+	if gateOff || g.err != nil || g.inPlace(off, end) {
 		return
 	}
 	if g.onWait != nil {
-		g.onWait(end)
+		g.onWait(off, end)
 	}
 	start := time.Now()
 	g.waits++
-	if err := g.wait(end); err != nil {
+	if err := g.wait(off, end); err != nil {
 		g.err = err
 	}
 	g.waited += time.Since(start)

@@ -197,11 +197,11 @@ var loadMu sync.Mutex
 // writing is what a load of a file still being written needs (see
 // EarlyLoad); nil for a complete file.
 type writing struct {
-	wait     func(end int64) error // until bytes [0, end) are written
-	written  func() int64          // bytes written so far
-	released int64                 // bytes whose pages may be given back now
-	onWait   func(end int64)       // tests: llama.cpp waits at the gate
-	onStart  func()                // tests: the session has begun
+	wait     func(off, end int64) error // until bytes [off, end) are written
+	inPlace  func(off, end int64) bool  // whether they are
+	released int64                      // bytes whose pages may be given back now
+	onWait   func(off, end int64)       // tests: llama.cpp waits at the gate
+	onStart  func()                     // tests: the session has begun
 	// watching is told of the load's repack watcher, so that pages are
 	// given back as the writer releases them.
 	watching func(*repackLog)
@@ -255,7 +255,7 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, pages pag
 		}
 	}
 	if w != nil && !o.NoMmap && !o.NoRepack {
-		s.gate = newGate(h, w.wait, w.written)
+		s.gate = newGate(h, w.wait, w.inPlace)
 		s.gate.onWait, w.gate = w.onWait, s.gate
 	}
 	s.begin()

@@ -184,7 +184,7 @@ func TestLogPatterns(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			g := newGate(h, func(int64) error { return nil }, func() int64 { return h.Size })
+			g := newGate(h, func(_, _ int64) error { return nil }, func(_, _ int64) bool { return true })
 			repacks, buffers, kv, created := 0, 0, 0, map[string]int{}
 			sc := bufio.NewScanner(f)
 			for sc.Scan() {
@@ -247,7 +247,7 @@ func TestLogPatterns(t *testing.T) {
 				if _, err := f.Seek(0, 0); err != nil {
 					t.Fatal(err)
 				}
-				g, dropped := newGate(h, func(int64) error { return nil }, func() int64 { return h.Size }), false
+				g, dropped := newGate(h, func(_, _ int64) error { return nil }, func(_, _ int64) bool { return true }), false
 				for sc := bufio.NewScanner(f); sc.Scan(); {
 					if _, ok := parseRepack(sc.Text()); ok && !dropped {
 						g.progress()
@@ -286,7 +286,7 @@ func TestGateCheck(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := &gguf.Header{Tensors: tc.tensors, DataOffset: 4096, Size: 4096 + 168960}
-			g := newGate(h, func(int64) error { return nil }, func() int64 { return 0 })
+			g := newGate(h, func(_, _ int64) error { return nil }, func(_, _ int64) bool { return false })
 			for k, v := range tc.buffers {
 				g.buffers[k] = v
 			}

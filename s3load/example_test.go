@@ -7,6 +7,7 @@ import (
 	"io"
 	"log"
 	"os"
+	"sync/atomic"
 
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -118,4 +119,36 @@ func ExampleOptions_order() {
 	defer f.Close()
 	fmt.Printf("%d bytes in %d parts\n", stats.Size, stats.Parts) // the last part second (TestOrder checks it)
 	// Output: 3145728 bytes in 3 parts
+}
+
+// A consumer that changes the bytes it is given, such as one that gives
+// back the memory of bytes it has used (memfd.File.PunchHole), must wait
+// until the load is done with them: with SHA256, the load reads every byte
+// back to hash it. OnRelease tells it when; OnPart tells of each part as
+// it lands, wherever it lies. memload.Load wires llm.EarlyLoad to both.
+func ExampleOptions_onRelease() {
+	ctx := context.Background()
+	cfg, err := config.LoadDefaultConfig(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	client := s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = true })
+
+	var landed, released atomic.Int64
+	f, stats, err := s3load.New(client).Load(ctx, "s3://models/archive.zip", func(o *s3load.Options) {
+		o.PartSize = 1 << 20
+		o.NoSeal = true // a consumer that changes the file
+		o.OnPart = func(_ io.WriterAt, start, end int64) { landed.Add(end - start) }
+		o.OnRelease = func(w io.WriterAt, n int64) {
+			// Bytes [0, n) are in place and will not be read again
+			// (with SHA256 set: once hashed).
+			released.Store(n)
+		}
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer f.Close()
+	fmt.Println(stats.Size, landed.Load(), released.Load())
+	// Output: 3145728 3145728 3145728
 }

@@ -47,7 +47,7 @@ func TestRequestsWhileOpening(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	dst := &bufferAt{b: make([]byte, len(data))}
-	stats, err := l.load(ctx, "s3://bkt/model", l.optionsFor(nil), func(Object, int64) (io.WriterAt, error) {
+	stats, err := l.load(ctx, "s3://bkt/model", l.optionsFor(nil), func(*download) (io.WriterAt, error) {
 		select {
 		case <-seen: // the other parts are in flight
 		case <-ctx.Done():

@@ -50,13 +50,16 @@ var errStalled = errors.New("too few bytes received")
 // A failed request or body is retried from the first byte not yet written.
 func (d *download) fetch(ctx context.Context, i int64, p *part) error {
 	var sum partSum
-	next, end := p.start, p.end
+	start, next, end := p.start, p.start, p.end
 	err := d.retry(ctx, func(attempt int) error {
 		n, err := d.try(ctx, p, &sum, next, end, attempt)
 		p, next = nil, next+n
 		return err
 	})
 	if err == nil {
+		if d.opts.OnPart != nil {
+			d.opts.OnPart(d.w, start, end+1)
+		}
 		d.order.done(i, sum)
 		d.askOrder()
 	}

@@ -90,6 +90,27 @@ type Options struct {
 	// its new destination. An empty object gets no call. llm.EarlyLoad's
 	// Written is such a consumer: llama.cpp loads a model as it downloads.
 	OnPrefix func(w io.WriterAt, n int64)
+	// OnPart, if set, is called each time a part is in place: bytes
+	// [start, end) of w, the destination, are written, wherever they lie
+	// (see Order). A consumer that reads the object out of order waits on
+	// it rather than on OnPrefix; llm.EarlyLoad's WrittenRange is one.
+	// Calls come from the goroutines that finished the parts, several at
+	// once, before OnPrefix tells of the same bytes: return quickly.
+	OnPart func(w io.WriterAt, start, end int64)
+	// OnRelease, if set, is called each time the run of bytes from the
+	// start of the object that the load is done with grows: bytes [0, n)
+	// of w are in place and the load will not read them again, so a
+	// consumer may change them (llm.EarlyLoad's Verified gives back the
+	// memfd's pages of weights llama.cpp repacked). With SHA256 that is
+	// once they are hashed, behind OnPrefix; without, once they are in
+	// place, a moment after OnPrefix tells of them (two growths may come
+	// as one call). Calls come in order, n growing to the
+	// object's size, never two at once, from a goroutine of the load's
+	// own; the memfd's background reservation (Load) waits for a call to
+	// return, so that it never takes back pages the call gave back. A
+	// load that starts over calls it again from the start, with its new
+	// destination. An empty object gets no call.
+	OnRelease func(w io.WriterAt, n int64)
 	// Order, if set, lets a consumer that starts on the head of the
 	// object (see OnPrefix) choose which bytes come next, such as the
 	// tensors llama.cpp loads first (llm.ReadOrder). It is called when
@@ -228,15 +249,15 @@ func (l *Loader) Load(ctx context.Context, uri string, optFns ...func(*Options))
 	for _, fn := range o.MemfdOptions {
 		fn(&mo)
 	}
-	stats, err := l.load(ctx, uri, o, func(obj Object, size int64) (io.WriterAt, error) {
+	stats, err := l.load(ctx, uri, o, func(d *download) (io.WriterAt, error) {
 		if f != nil { // a restart: the object changed
 			res.stop()
 			f.Close()
 		}
 		var err error
-		f, err = memfd.New(path.Base(obj.Key), size, append(o.MemfdOptions, func(m *memfd.Options) { m.NoReserve = true })...)
+		f, err = memfd.New(path.Base(d.obj.Key), d.size, append(o.MemfdOptions, func(m *memfd.Options) { m.NoReserve = true })...)
 		if err == nil && !mo.NoReserve {
-			res = reserveBehind(f, o.Logger)
+			res = reserveBehind(f, o.Logger, d.reserveDown)
 		}
 		return f, err
 	})
@@ -256,38 +277,64 @@ func (l *Loader) Load(ctx context.Context, uri string, optFns ...func(*Options))
 }
 
 // reserver reserves a memfd's memory in the background, from its end
-// down, while the parts are written from its start. Reserving the whole
-// file first (memfd.New) takes about half a second per GiB on a small
-// machine, before the first byte can be written: longer than the
-// connections' buffers hold on a fast link. Pages a write has allocated
-// cost the reservation nothing, and once the download is done nothing is
-// left to reserve.
+// down to the bytes in place from its start, while the parts are written
+// from its start. Reserving the whole file first (memfd.New) takes about
+// half a second per GiB on a small machine, before the first byte can be
+// written: longer than the connections' buffers hold on a fast link.
+// Pages a write has allocated cost the reservation nothing, and once the
+// download is done nothing is left to reserve. It stops at the prefix in
+// place because a consumer may have given back pages there (OnRelease),
+// which reserving would take back.
 type reserver struct {
 	quit chan struct{}
 	done chan struct{}
 }
 
-func reserveBehind(f *memfd.File, log *slog.Logger) *reserver {
+// reserveStep is 64 MiB: a fallocate that long takes a few tens of
+// milliseconds, which OnRelease may wait.
+const reserveStep = 64 << 20
+
+// reserveBehind starts reserving f with reserve, a step at a time: it
+// reserves bytes [start, end) of f, start no less than end-step, and
+// returns start, or end if nothing below end is left to reserve.
+func reserveBehind(f *memfd.File, log *slog.Logger, reserve func(f *memfd.File, end, step int64) (int64, error)) *reserver {
 	r := &reserver{quit: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
-		const step = 64 << 20
-		for end := f.Size(); end > 0; end -= step {
+		for end := f.Size(); end > 0; {
 			select {
 			case <-r.quit:
 				return
 			default:
 			}
-			start := max(end-step, 0)
-			if err := f.Reserve(start, end-start); err != nil {
+			start, err := reserve(f, end, reserveStep)
+			if err != nil {
 				// The writes allocate what is left; a shortage shows
 				// in them.
 				log.Debug("s3load: reserving the memfd in the background", "err", err)
 				return
 			}
+			if start >= end {
+				return // down to the bytes in place
+			}
+			end = start
 		}
 	}()
 	return r
+}
+
+// reserveDown reserves bytes [max(end-step, in place), end) of f and
+// returns where they start. It holds the lock OnRelease is called with:
+// pages given back are below the released bytes, no more than the bytes
+// in place, and none are given back while it reserves.
+func (d *download) reserveDown(f *memfd.File, end, step int64) (int64, error) {
+	d.releaseMu.Lock()
+	defer d.releaseMu.Unlock()
+	start := max(end-step, d.inPlace.Load(), 0)
+	if start >= end {
+		return end, nil
+	}
+	return start, f.Reserve(start, end-start)
 }
 
 // stop ends the reservation and waits for it, so that the file may be
@@ -314,7 +361,7 @@ func (l *Loader) LoadTo(ctx context.Context, uri string, w io.WriterAt, optFns .
 	if _, ok := w.(io.ReaderAt); o.SHA256 != "" && !ok {
 		return Stats{}, invalid("s3load: Options.SHA256 needs to read back what was written, but %T is not an io.ReaderAt", w)
 	}
-	return l.load(ctx, uri, o, func(Object, int64) (io.WriterAt, error) { return w, nil })
+	return l.load(ctx, uri, o, func(*download) (io.WriterAt, error) { return w, nil })
 }
 
 func (l *Loader) optionsFor(optFns []func(*Options)) Options {
@@ -348,7 +395,7 @@ func (l *Loader) optionsFor(optFns []func(*Options)) Options {
 
 // load runs a download, and once more if the object changed and
 // RestartOnChange allows it.
-func (l *Loader) load(ctx context.Context, uri string, o Options, open func(Object, int64) (io.WriterAt, error)) (Stats, error) {
+func (l *Loader) load(ctx context.Context, uri string, o Options, open func(*download) (io.WriterAt, error)) (Stats, error) {
 	start := time.Now()
 	obj, err := ParseURI(uri)
 	if err != nil {
@@ -378,7 +425,7 @@ func (l *Loader) load(ctx context.Context, uri string, o Options, open func(Obje
 // while HeadObject asks for its size and checksum; checks the two agree;
 // opens the destination for that size; fetches the other parts
 // concurrently, pinned to that version; and verifies the result.
-func (d *download) run(ctx context.Context, open func(Object, int64) (io.WriterAt, error)) (stats Stats, err error) {
+func (d *download) run(ctx context.Context, open func(*download) (io.WriterAt, error)) (stats Stats, err error) {
 	o := d.opts
 	stats = Stats{Object: d.obj, PartSize: o.PartSize, Concurrency: o.Concurrency}
 	defer func() { stats.Retries = int(d.retries.Load()) }()
@@ -415,7 +462,7 @@ func (d *download) run(ctx context.Context, open func(Object, int64) (io.WriterA
 	// not idle while the memory is reserved.
 	parts := numParts(d.size, o.PartSize)
 	d.sched = newSchedule(parts, o.PartSize)
-	d.order = newInOrder(d.crc, d.onPrefix(parts))
+	d.order = newInOrder(d.crc, d.grown(parts))
 	d.opened = make(chan struct{})
 	pctx, pcancel := context.WithCancel(ctx)
 	defer pcancel()
@@ -448,7 +495,7 @@ func (d *download) run(ctx context.Context, open func(Object, int64) (io.WriterA
 	opening := make(chan error, 1)
 	go func() {
 		var err error
-		d.w, err = open(d.obj, d.size)
+		d.w, err = open(d)
 		if err == nil {
 			close(d.opened)
 		}
@@ -471,7 +518,7 @@ func (d *download) run(ctx context.Context, open func(Object, int64) (io.WriterA
 		g.Wait()
 		return stats, d.fail(ctx, &Error{Object: d.obj, Op: "create", End: -1, Attempt: 1, Err: err, kind: ErrDestination})
 	}
-	d.startSHA256(ctx, &wg, parts)
+	d.startFollow(ctx, &wg, parts)
 	if parts > 0 {
 		start(0, first)
 	} else {
@@ -531,6 +578,8 @@ type download struct {
 	asked     int64          // the prefix Order was last offered; the asker's
 	ordered   atomic.Bool    // Options.Order has answered
 	sha256    chan shaResult // the SHA-256 of the parts, when hashing
+	inPlace   atomic.Int64   // bytes [0, inPlace) are in place
+	releaseMu sync.Mutex     // held to release bytes, and to reserve them
 
 	done       atomic.Int64
 	retries    atomic.Int64

@@ -201,18 +201,18 @@ func (q *inOrder) done(i int64, s partSum) {
 	}
 }
 
-// onPrefix returns what tells Options.OnPrefix of the parts in place from
-// the first, of parts in all, or nil.
-func (d *download) onPrefix(parts int64) func(next int64) {
-	if d.opts.OnPrefix == nil {
-		return nil
-	}
+// grown returns what records the bytes in place from the first of parts
+// parts, and tells Options.OnPrefix.
+func (d *download) grown(parts int64) func(next int64) {
 	return func(next int64) {
 		n := d.size
 		if next < parts {
 			n = next * d.opts.PartSize // < d.size: no overflow
 		}
-		d.opts.OnPrefix(d.w, n)
+		d.inPlace.Store(n)
+		if d.opts.OnPrefix != nil {
+			d.opts.OnPrefix(d.w, n)
+		}
 	}
 }
 
@@ -223,17 +223,22 @@ func (q *inOrder) sum() (partSum, int64) {
 	return q.sofar, q.next
 }
 
-// startSHA256 starts hashing the destination part by part, each as soon
-// as it and those before it are in place, so that the SHA-256 is ready
-// shortly after the last byte rather than a whole pass later.
-func (d *download) startSHA256(ctx context.Context, wg *sync.WaitGroup, parts int64) {
-	if d.opts.SHA256 == "" {
+// startFollow starts following the parts in place from the first, each
+// as soon as it and those before it are in place: hashing them, with
+// SHA256, so that the SHA-256 is ready shortly after the last byte rather
+// than a whole pass later; then telling Options.OnRelease.
+func (d *download) startFollow(ctx context.Context, wg *sync.WaitGroup, parts int64) {
+	if d.opts.SHA256 == "" && d.opts.OnRelease == nil {
 		return
 	}
-	d.sha256 = make(chan shaResult, 1)
+	if d.opts.SHA256 != "" {
+		d.sha256 = make(chan shaResult, 1)
+	}
 	wg.Go(func() {
-		sum, err := d.hashParts(ctx, parts)
-		d.sha256 <- shaResult{sum, err}
+		sum, err := d.follow(ctx, parts)
+		if d.sha256 != nil {
+			d.sha256 <- shaResult{sum, err}
+		}
 	})
 }
 
@@ -242,15 +247,18 @@ type shaResult struct {
 	err error
 }
 
-// hashParts hashes the parts in order as they come in place, through a
-// mapping when the destination offers one (a memfd.File does), else by
-// reading them back.
-func (d *download) hashParts(ctx context.Context, parts int64) (string, error) {
-	read, err := readerOf(d.w)
-	if err != nil {
-		return "", &Error{Object: d.obj, Op: "read", End: -1, Attempt: 1, Err: err, kind: ErrDestination}
-	}
+// follow hashes the parts in order as they come in place, with SHA256,
+// through a mapping when the destination offers one (a memfd.File does),
+// else by reading them back; and releases each run once hashed.
+func (d *download) follow(ctx context.Context, parts int64) (string, error) {
+	var read func(off, n int64) ([]byte, error)
 	h := sha256.New()
+	if d.opts.SHA256 != "" {
+		var err error
+		if read, err = readerOf(d.w); err != nil {
+			return "", &Error{Object: d.obj, Op: "read", End: -1, Attempt: 1, Err: err, kind: ErrDestination}
+		}
+	}
 	for i := int64(0); i < parts; {
 		_, ready := d.order.sum()
 		if ready <= i {
@@ -265,7 +273,7 @@ func (d *download) hashParts(ctx context.Context, parts int64) (string, error) {
 		if ready < parts {
 			end = ready * d.opts.PartSize
 		}
-		for off := start; off < end; off += min(hashChunk, end-off) {
+		for off := start; read != nil && off < end; off += min(hashChunk, end-off) {
 			b, err := read(off, min(hashChunk, end-off))
 			if err != nil {
 				return "", &Error{Object: d.obj, Op: "read", Start: off, End: off + min(hashChunk, end-off) - 1, Attempt: 1,
@@ -273,9 +281,21 @@ func (d *download) hashParts(ctx context.Context, parts int64) (string, error) {
 			}
 			h.Write(b)
 		}
+		d.release(end)
 		i = ready
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// release tells Options.OnRelease that the load is done with bytes
+// [0, n), while the background reservation waits (reserveDown).
+func (d *download) release(n int64) {
+	if d.opts.OnRelease == nil {
+		return
+	}
+	d.releaseMu.Lock()
+	defer d.releaseMu.Unlock()
+	d.opts.OnRelease(d.w, n)
 }
 
 const hashChunk = 1 << 20

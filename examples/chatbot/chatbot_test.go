@@ -533,7 +533,9 @@ func TestClientDisconnect(t *testing.T) {
 }
 
 // TestLoadFromMinIO loads the model the way the function does: from S3
-// into a memfd, checked against MODEL_SHA256, into llama.cpp.
+// into a memfd, checked against MODEL_SHA256, into llama.cpp, whose load
+// runs during the download either way: repacking (the default), gated,
+// each repacked weight read once its bytes came; REPACK=false, mapped.
 func TestLoadFromMinIO(t *testing.T) {
 	ctx := context.Background()
 	env := minioModel(t)
@@ -551,9 +553,9 @@ func TestLoadFromMinIO(t *testing.T) {
 		ok                bool
 	}{
 		{"verified", env["MODEL_SHA256"], "", true},
-		{"verified, loaded while downloading", env["MODEL_SHA256"], "false", true},
+		{"verified, no repack", env["MODEL_SHA256"], "false", true},
 		{"wrong sha256", strings.Repeat("ab", 32), "", false},
-		{"wrong sha256, loaded while downloading", strings.Repeat("ab", 32), "false", false},
+		{"wrong sha256, no repack", strings.Repeat("ab", 32), "false", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ts := newTestServer(t, testConfig(t, map[string]string{"MODEL_URI": env["MODEL_URI"], "MODEL_SHA256": tc.sha, "REPACK": tc.repack}))
@@ -574,8 +576,9 @@ func TestLoadFromMinIO(t *testing.T) {
 			if resp.StatusCode != http.StatusOK || h.Model != "tiny.gguf" || c.Bytes != size || !strings.Contains(c.Verified, "SHA-256") || h.Loaded != c.Bytes {
 				t.Fatalf("healthz %s %+v %+v", resp.Status, h, c)
 			}
-			if c.Repack != (tc.repack == "") || c.Early != (tc.repack == "false") {
-				t.Errorf("REPACK=%q: cold start says repack %v, early load %v", tc.repack, c.Repack, c.Early)
+			if c.Repack != (tc.repack == "") || !c.Early || c.Gated != c.Repack || c.Fallback != "" {
+				t.Errorf("REPACK=%q: cold start says repack %v, early load %v, gated %v, fallback %q; want an early load, gated when repacking",
+					tc.repack, c.Repack, c.Early, c.Gated, c.Fallback)
 			}
 			checkLinkAndTrail(t, c, size)
 			recs := ts.logs.find("cold start")
@@ -587,7 +590,8 @@ func TestLoadFromMinIO(t *testing.T) {
 					t.Errorf("cold start log line lacks %s: %v", k, recs[0])
 				}
 			}
-			if recs[0]["link_mib_s"] != c.LinkMiBPerSec || recs[0]["ready_after_last_byte_ms"] != c.ReadyAfterLastByte {
+			if recs[0]["link_mib_s"] != c.LinkMiBPerSec || recs[0]["ready_after_last_byte_ms"] != c.ReadyAfterLastByte ||
+				recs[0]["gated"] != c.Gated || recs[0]["fallback"] != c.Fallback || recs[0]["gate_waits"] != float64(c.GateWaits) {
 				t.Errorf("cold start log line %v, /healthz %+v", recs[0], c)
 			}
 			// And as embedded metrics, with the download's figures.
@@ -602,6 +606,9 @@ func TestLoadFromMinIO(t *testing.T) {
 			if cold["ModelBytes"] != float64(size) || cold["Download"] <= 0 || cold["DownloadThroughput"] <= 0 || cold["Verify"] < 0 ||
 				cold["LinkThroughput"] != c.LinkMiBPerSec*(1<<20) || cold["ReadyAfterLastByte"] != c.ReadyAfterLastByte {
 				t.Errorf("cold start metrics %v, /healthz %+v", cold, c)
+			}
+			if _, ok := cold["GateWaited"]; ok != c.Repack || cold["GateWaited"] != c.GateWaitedMS || cold["RepackFallback"] != 0 {
+				t.Errorf("cold start metrics %v: want GateWaited %v and no RepackFallback when repacking (%v), neither otherwise", cold, c.GateWaitedMS, c.Repack)
 			}
 			resp = post(t, ctx, ts.url, `{"messages":[{"role":"user","content":"Hi"}],"max_tokens":3}`)
 			resp.Body.Close()

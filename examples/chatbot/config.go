@@ -21,9 +21,12 @@ type config struct {
 	Template    string // CHAT_TEMPLATE: override the model's chat template family
 	// REPACK: "true" (the default): llama.cpp copies the weights its CPU
 	// kernels prefer into their layout as it loads, for prompts 1.5-3.5x
-	// as fast, and its load waits for the last byte. "false": it maps the
-	// weights as they are, and its load runs while the model downloads
-	// (ready about 0.1 s after the last byte instead of 1-6 s).
+	// as fast; its load runs while the model downloads, each weight
+	// repacked once its bytes are in (gated), unless llama.cpp's log does
+	// not add up, when it waits for the last byte (the cold start's
+	// fallback). "false": it maps the weights as they are, and its load
+	// runs while the model downloads (ready about 0.1 s after the last
+	// byte).
 	Repack bool
 
 	MaxTokens      int   // MAX_TOKENS: the cap on max_tokens, and its default
@@ -161,7 +164,7 @@ func configFromEnv(getenv func(string) string) (config, error) {
 	if s := getenv("REPACK"); s != "" {
 		b, err := strconv.ParseBool(s)
 		if err != nil {
-			return c, fmt.Errorf("REPACK=%q: want true (faster prompts, the load after the download) or false (the load during the download)", s)
+			return c, fmt.Errorf("REPACK=%q: want true (repacked weights: faster prompts, repacked during the download) or false (the weights mapped as they are)", s)
 		}
 		c.Repack = b
 	}

@@ -52,6 +52,15 @@ type coldStart struct {
 	// between), what overlapping the two would save.
 	LinkMiBPerSec      float64 `json:"link_mib_s,omitempty"`
 	ReadyAfterLastByte float64 `json:"ready_after_last_byte_ms,omitempty"`
+
+	// Of a load from S3 with REPACK: llama.cpp repacked each weight as
+	// soon as its bytes came (gated), or, should its log not add up to
+	// what llm knows of the library, waited for the last byte (fallback:
+	// why); and how often and how long it waited for bytes.
+	Gated        bool    `json:"gated"`
+	Fallback     string  `json:"fallback,omitempty"`
+	GateWaits    int     `json:"gate_waits,omitempty"`
+	GateWaitedMS float64 `json:"gate_waited_ms,omitempty"`
 }
 
 // loader loads the model once, in the background, and lets requests wait
@@ -115,7 +124,8 @@ func startLoad(ctx context.Context, cfg config, logger *slog.Logger, met *metric
 			"verify_ms", c.VerifyMS, "llama_load_ms", c.LlamaMS, "total_ms", c.TotalMS,
 			"download_mib_s", c.MiBPerSec, "link_mib_s", c.LinkMiBPerSec, "ready_after_last_byte_ms", c.ReadyAfterLastByte,
 			"retries", c.Retries, "attempts", c.Attempts, "threads", c.Threads, "template", c.Template,
-			"repack", c.Repack, "early_load", c.Early)
+			"repack", c.Repack, "early_load", c.Early, "gated", c.Gated, "fallback", c.Fallback,
+			"gate_waits", c.GateWaits, "gate_waited_ms", c.GateWaitedMS)
 		met.put(coldStartMetrics(c), map[string]any{"Event": "cold_start", "Template": c.Template, "Source": cfg.ModelURI})
 	}()
 	return l
@@ -260,6 +270,8 @@ func (l *loader) load(ctx context.Context, cfg config, logger, llmLog *slog.Logg
 		return nil, c, err
 	}
 	c.Early = st.Model.Early
+	c.Gated, c.Fallback = st.Model.Gated, st.Model.Fallback
+	c.GateWaits, c.GateWaitedMS = st.Model.Waits, ms(st.Model.Waited)
 	c.LlamaMS = ms(st.Model.End.Sub(st.Model.Start))
 	c.TotalMS = ms(st.Ready.Sub(processStart))
 	c.ReadyAfterLastByte = ms(st.ReadyAfterLastByte())

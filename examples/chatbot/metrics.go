@@ -79,8 +79,9 @@ func (m *metrics) put(ms []metric, props map[string]any) {
 	m.w.Write(append(b, '\n'))
 }
 
-// coldStartMetrics are the cold start's phases and speeds; the link's rate
-// and the model's trail behind the last byte only for a load from S3.
+// coldStartMetrics are the cold start's phases and speeds; the link's rate,
+// the model's trail behind the last byte and the repack's gate only for a
+// load from S3.
 func coldStartMetrics(c coldStart) []metric {
 	out := []metric{
 		{"ProcessStart", unitMS, c.ProcessMS},
@@ -98,6 +99,15 @@ func coldStartMetrics(c coldStart) []metric {
 	if c.LinkMiBPerSec > 0 {
 		out = append(out, metric{"LinkThroughput", unitBytesPerS, c.LinkMiBPerSec * (1 << 20)},
 			metric{"ReadyAfterLastByte", unitMS, c.ReadyAfterLastByte})
+		if c.Repack {
+			// How long the repack waited for the link, and whether it
+			// fell back to after the last byte: an alarm's signal.
+			fallback := 0.0
+			if c.Fallback != "" {
+				fallback = 1
+			}
+			out = append(out, metric{"GateWaited", unitMS, c.GateWaitedMS}, metric{"RepackFallback", unitCount, fallback})
+		}
 	}
 	return out
 }
