@@ -261,6 +261,7 @@ func logText(level int32, text string) {
 		if kv != nil {
 			kv.logLine(line)
 		}
+		refusing.Load().logLine(l.level, line)
 		if logger != nil {
 			logger.Log(context.Background(), l.level, "llama.cpp: "+line)
 		}

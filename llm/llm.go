@@ -194,6 +194,9 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, mf *memfd
 		}
 		return nil, fmt.Errorf("llm: read %s: %w", path, err)
 	}
+	if err := checkModel(path, h, o.Logger); err != nil {
+		return nil, err
+	}
 	arch, _ := h.String("general.architecture")
 	ctxSize := o.ContextSize
 	if n, ok := h.Uint(arch + ".context_length"); ok && n > 0 && uint64(ctxSize) > n {
@@ -219,6 +222,8 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, mf *memfd
 	loadMu.Lock()
 	defer loadMu.Unlock()
 	logSink.Store(o.Logger)
+	refusal := watchRefusal()
+	defer refusal.stop()
 	var rec *repackLog
 	if mf != nil && !o.NoMmap && !o.NoRepack && !o.KeepRepacked {
 		rec = watchRepack(mf, h)
@@ -239,7 +244,7 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, mf *memfd
 	}
 	model, err := llama.ModelLoadFromFile(path, mp)
 	if err != nil {
-		return nil, fmt.Errorf("llm: llama.cpp could not load %s (set Options.Logger to see why): %w", path, err)
+		return nil, refusal.refused(path, "could not load", err)
 	}
 	cp := llama.ContextDefaultParams()
 	cp.NCtx, cp.NBatch, cp.NUbatch, cp.NSeqMax = uint32(ctxSize), uint32(batch), uint32(batch), 1
@@ -271,6 +276,10 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, mf *memfd
 	// asked for.
 	m.ctxSize = min(ctxSize, int(llama.NCtx(m.lctx)))
 	m.batch = llama.BatchInit(int32(batch), 0, 1)
+	if err := m.warmUp(); err != nil {
+		m.Close()
+		return nil, err
+	}
 	if rec != nil {
 		var err error
 		if m.given, err = rec.finish(h); err != nil {

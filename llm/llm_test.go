@@ -408,11 +408,12 @@ func TestBadModels(t *testing.T) {
 		}
 	})
 	t.Run("unknown architecture", func(t *testing.T) {
-		// A valid GGUF llama.cpp refuses: an error, not an abort.
+		// A valid GGUF llama.cpp refuses: an error, not an abort, that
+		// carries llama.cpp's reason.
 		bad := strings.Replace(string(good), "qwen2", "qwen9", 1)
 		_, err := Load(context.Background(), write("qwen9", []byte(bad)), testOptions)
-		if err == nil || errors.Is(err, ErrInvalidModel) {
-			t.Errorf("Load: %v, want llama.cpp's error", err)
+		if !errors.Is(err, ErrInvalidModel) || !strings.Contains(err.Error(), "unknown model architecture: 'qwen9'") {
+			t.Errorf("Load: %v, want ErrInvalidModel with llama.cpp's reason", err)
 		}
 	})
 	t.Run("cancelled", func(t *testing.T) {
