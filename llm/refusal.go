@@ -60,7 +60,7 @@ func (r *refusalLog) reason() string {
 	// llama.cpp ends a refusal with lines that only say it failed
 	// ("failed to load model"): the line before says why.
 	for i := len(r.lines) - 1; i >= 0; i-- {
-		line := strings.TrimSpace(funcPrefix.ReplaceAllString(r.lines[i], ""))
+		line := strings.TrimPrefix(funcPrefix.ReplaceAllString(r.lines[i], ""), "error loading model: ")
 		if line != "" && !genericFailure.MatchString(line) {
 			return line
 		}
