@@ -1,13 +1,13 @@
 package llm
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,56 +21,50 @@ import (
 	"time"
 
 	"github.com/memload/memload/internal/testutil"
+	"github.com/memload/memload/llm/internal/gguf"
 )
 
 // A model file must never take the process down. These tests load damaged
-// models in child processes (this test binary, run again as
-// TestCorruptChild), so that a crash inside llama.cpp fails the test
-// instead of ending it.
-
-const corruptChildEnv = "MEMLOAD_CORRUPT_CHILD"
+// models in child processes (llm/internal/loadchild), so that a crash
+// inside llama.cpp fails the test instead of ending it.
 
 var corruptRun = flag.String("corrupt.run", "", "TestCorruptModels: load only the corruptions whose names match this regexp")
 
-// childResult is what a child reports on its last line of output.
+// childResult is what the child prints (loadchild's Result).
 type childResult struct {
 	LoadErr string `json:"load_err,omitempty"`
-	Invalid bool   `json:"invalid,omitempty"` // LoadErr matches ErrInvalidModel or ErrUnknownTemplate
+	Invalid bool   `json:"invalid,omitempty"`
 	ChatErr string `json:"chat_err,omitempty"`
-	Full    bool   `json:"full,omitempty"` // ChatErr matches ErrContextFull: the model's training context is tiny
+	Full    bool   `json:"full,omitempty"`
 	Answer  string `json:"answer,omitempty"`
 }
 
-const childResultPrefix = "corrupt-child-result: "
+const childResultPrefix = "loadchild-result: "
 
 var crashLine = regexp.MustCompile(`GGML_ASSERT|GGML_ABORT|fatal|terminate|what\(\)|SIG[A-Z]+|panic:|error`)
 
-// TestCorruptChild is the child: it loads the model named by
-// $MEMLOAD_CORRUPT_CHILD, chats 4 greedy tokens and prints a childResult.
-func TestCorruptChild(t *testing.T) {
-	path := os.Getenv(corruptChildEnv)
-	if path == "" {
-		t.Skip("run by TestCorruptModels in a child process")
-	}
-	var r childResult
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	m, err := Load(context.Background(), path, func(o *Options) { o.Threads = 1; o.ContextSize = 256; o.Logger = logger })
+// loadChild returns the path of llm/internal/loadchild, built without the
+// race detector (a child of a -race test binary would take seconds to
+// start), once per process.
+var loadChild = sync.OnceValues(func() (string, error) {
+	goTool, err := exec.LookPath("go")
 	if err != nil {
-		r.LoadErr = err.Error()
-		r.Invalid = errors.Is(err, ErrInvalidModel) || errors.Is(err, ErrUnknownTemplate)
-	} else {
-		var b strings.Builder
-		_, err := m.Chat(context.Background(), hello, func(s string) error { b.WriteString(s); return nil }, greedy(4))
-		if err != nil {
-			r.ChatErr = err.Error()
-			r.Full = errors.Is(err, ErrContextFull)
-		}
-		r.Answer = b.String()
-		m.Close()
+		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
-	j, _ := json.Marshal(r)
-	fmt.Printf("\n%s%s\n", childResultPrefix, j)
-}
+	dir, err := os.MkdirTemp("", "loadchild")
+	if err != nil {
+		return "", err
+	}
+	childDir = dir
+	bin := filepath.Join(dir, "loadchild")
+	out, err := exec.Command(goTool, "build", "-o", bin, "github.com/memload/memload/llm/internal/loadchild").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("build loadchild: %v: %s", err, out)
+	}
+	return bin, nil
+})
+
+var childDir string // removed by TestMain
 
 // outcome is how a child ended, as the parent sees it.
 type outcome struct {
@@ -83,11 +77,14 @@ type outcome struct {
 func runChild(ctx context.Context, path string, timeout time.Duration) outcome {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestCorruptChild$", "-test.count=1", "-test.timeout=0")
-	cmd.Env = append(os.Environ(), corruptChildEnv+"="+path, "GORACE=halt_on_error=1")
+	bin, err := loadChild()
+	if err != nil {
+		return outcome{kind: "unclassified", detail: err.Error()}
+	}
+	cmd := exec.CommandContext(ctx, bin, path)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
+	err = cmd.Run()
 	tail := func() string {
 		// ggml prints a gdb backtrace after the line that says why: keep
 		// the lines that say why, then the end.
@@ -150,12 +147,16 @@ func runCorruptions(t *testing.T, cs []testutil.Corruption) []outcome {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			path := filepath.Join(dir, fmt.Sprintf("%d.gguf", i))
-			if err := os.WriteFile(path, c.Bytes(), 0o644); err != nil {
+			if err := writeCorruption(path, c); err != nil {
 				out[i] = outcome{name: c.Name, kind: "unclassified", detail: err.Error()}
 				return
 			}
 			defer os.Remove(path)
-			out[i] = runChild(context.Background(), path, 2*time.Minute)
+			if o, ok := refusedInGo(path); ok {
+				out[i] = o
+			} else {
+				out[i] = runChild(context.Background(), path, 2*time.Minute)
+			}
 			out[i].name = c.Name
 		}()
 	}
@@ -212,4 +213,49 @@ func filterCorruptions(cs []testutil.Corruption, prefixes ...string) []testutil.
 		}
 	}
 	return out
+}
+
+// refusedInGo loads, in this process, a file the GGUF check refuses: Load
+// refuses it before llama.cpp sees it, so it cannot crash, and no child
+// process is needed. ok is false for a file the check passes.
+func refusedInGo(path string) (o outcome, ok bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return outcome{kind: "unclassified", detail: err.Error()}, true
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return outcome{kind: "unclassified", detail: err.Error()}, true
+	}
+	h, err := gguf.Parse(f, fi.Size())
+	f.Close()
+	if err == nil {
+		_, err = h.Check()
+	}
+	if err == nil {
+		return outcome{}, false
+	}
+	_, err = Load(context.Background(), path, testOptions)
+	if errors.Is(err, ErrInvalidModel) {
+		return outcome{kind: "refused", detail: err.Error()}, true
+	}
+	return outcome{kind: "unclassified", detail: fmt.Sprintf("the GGUF check refuses it, Load says %v", err)}, true
+}
+
+func writeCorruption(path string, c testutil.Corruption) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	if _, err := c.WriteTo(w); err != nil {
+		f.Close()
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

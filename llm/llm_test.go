@@ -91,7 +91,11 @@ func TestMain(m *testing.M) {
 			os.Setenv(LibraryEnv, filepath.Join(root, ".bin", "llama", "linux-"+map[string]string{"amd64": "x64"}[runtime.GOARCH]+map[string]string{"arm64": "arm64"}[runtime.GOARCH]))
 		}
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if childDir != "" {
+		os.RemoveAll(childDir)
+	}
+	os.Exit(code)
 }
 
 // TestSystemInfo checks that ggml picked a CPU variant with the vector

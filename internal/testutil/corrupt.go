@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"maps"
 	"math"
 	mrand "math/rand/v2"
@@ -16,11 +17,34 @@ import (
 type Corruption struct {
 	Class string // what kind of damage: "header", "metadata", "hparam", "tensor-type", "tensor-shape", "tensors", "layout", "vocab", "flip"
 	Name  string // the damage, such as "hparam/qwen2.block_count=0"
-	build func() []byte
+	write func(w io.Writer) error
 }
 
 // Bytes returns the damaged file.
-func (c Corruption) Bytes() []byte { return c.build() }
+func (c Corruption) Bytes() []byte {
+	var b bytes.Buffer
+	c.write(&b) // a bytes.Buffer does not fail
+	return b.Bytes()
+}
+
+// WriteTo writes the damaged file to w. Most corruptions stream the valid
+// model's tensor data as it is, allocating little.
+func (c Corruption) WriteTo(w io.Writer) (int64, error) {
+	cw := &countWriter{w: w}
+	err := c.write(cw)
+	return cw.n, err
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
 
 // CorruptConfig returns the model the corruptions start from: small, but
 // with rows of 256 elements, so that every ggml type fits every matrix.
@@ -44,15 +68,16 @@ func Corruptions(cfg ModelConfig, seed uint64) ([]Corruption, error) {
 	base := newRawModel(cfg)
 	var out []Corruption
 	add := func(class, name string, edit func(m *rawModel)) {
-		out = append(out, Corruption{Class: class, Name: class + "/" + name, build: func() []byte {
+		out = append(out, Corruption{Class: class, Name: class + "/" + name, write: func(w io.Writer) error {
 			m := base.clone()
 			edit(m)
-			return m.encode()
+			return m.encodeTo(w)
 		}})
 	}
 	addBytes := func(class, name string, edit func(b []byte) []byte) {
-		out = append(out, Corruption{Class: class, Name: class + "/" + name, build: func() []byte {
-			return edit(base.encode())
+		out = append(out, Corruption{Class: class, Name: class + "/" + name, write: func(w io.Writer) error {
+			_, err := w.Write(edit(base.encode()))
+			return err
 		}})
 	}
 	a := cfg.Arch + "."
@@ -255,6 +280,10 @@ func Corruptions(cfg ModelConfig, seed uint64) ([]Corruption, error) {
 	vocab("EMPTY-collides", func(t []string) []string { t[300] = ""; t[301] = "[EMPTY_300]"; return t })
 	vocab("one-fewer", func(t []string) []string { return t[:len(t)-1] })
 	vocab("one-more", func(t []string) []string { return append(t, "extra") })
+	add("vocab", "one-more-everywhere", func(m *rawModel) {
+		m.set("tokenizer.ggml.tokens", rawStrings(append(slices.Clone(tokens), "extra")))
+		m.set("tokenizer.ggml.token_type", append(slices.Clone(m.get("tokenizer.ggml.token_type").([]int32)), 1))
+	})
 	vocab("no-newline-byte", func(t []string) []string { t[slices.Index(t, "Ċ")] = "notnewline"; return t })
 	vocab("no-byte-tokens", func(t []string) []string {
 		for i := range 256 {
@@ -366,6 +395,27 @@ func MutateModel(model []byte, headerLen int64, program []byte) []byte {
 		}
 	}
 	return b
+}
+
+// ModelHeader returns the header of the model cfg describes (up to where
+// its tensor data starts) and the size of the whole file, without
+// generating the data: for benchmarks of header checks on large shapes.
+func ModelHeader(cfg ModelConfig) (header []byte, size int64, err error) {
+	if err := cfg.check(); err != nil {
+		return nil, 0, err
+	}
+	m := &rawModel{cfg: cfg, kvs: cfg.metadata(), tensors: cfg.tensors()}
+	offsets := make([]uint64, len(m.tensors))
+	var off uint64
+	for i, t := range m.tensors {
+		offsets[i] = off
+		off += pad(t.size())
+	}
+	var buf bytes.Buffer
+	e := &encoder{w: &buf}
+	m.header(e, offsets)
+	e.raw(make([]byte, pad(e.n)-e.n))
+	return buf.Bytes(), int64(e.n + off), e.err
 }
 
 // ModelHeaderLen returns where the tensor data of the model cfg describes
@@ -519,6 +569,13 @@ func (m *rawModel) header(e *encoder, offsets []uint64) {
 // padded to the alignment, then changed as the corruption says; the data
 // is generated for each tensor at its standard place.
 func (m *rawModel) encode() []byte {
+	var b bytes.Buffer
+	m.encodeTo(&b)
+	return b.Bytes()
+}
+
+// encodeTo writes the model to w.
+func (m *rawModel) encodeTo(w io.Writer) error {
 	align := uint64(ggufAlignment)
 	if a, ok := m.get("general.alignment").(uint32); ok && a >= 8 && a&(a-1) == 0 {
 		align = uint64(a)
@@ -545,23 +602,29 @@ func (m *rawModel) encode() []byte {
 	if s := m.swap; s[0] != s[1] {
 		offsets[s[0]], offsets[s[1]] = offsets[s[1]], offsets[s[0]]
 	}
-	var buf bytes.Buffer
-	e := &encoder{w: &buf}
+	e := &encoder{w: w}
 	m.header(e, offsets)
 	e.raw(make([]byte, padA(e.n)-e.n))
 	for i, t := range m.tensors {
-		p := make([]byte, padA(sizes[i]))
+		n := padA(sizes[i])
 		if i < len(m.order) {
 			// A tensor of its generated type and shape keeps its data;
 			// others are zeros, a valid value of every type.
 			if g := m.data[m.order[i]]; g.typ == t.typ && slices.Equal(g.dims, t.dims) {
-				copy(p, g.bytes)
+				e.raw(g.bytes)
+				n -= uint64(len(g.bytes))
 			}
 		}
-		e.raw(p)
+		for n > 0 {
+			k := min(n, uint64(len(zeros)))
+			e.raw(zeros[:k])
+			n -= k
+		}
 	}
-	return buf.Bytes()
+	return e.err
 }
+
+var zeros = make([]byte, 64<<10)
 
 // rawSize is the data size of t with its type and dimensions.
 func rawSize(t tensor) uint64 {

@@ -90,16 +90,17 @@ func TestCheckRefuses(t *testing.T) {
 		"layout/blk.0.attn_k.bias-gap":                "one after the other",
 		"layout/swapped-data":                         "one after the other",
 		// The vocabulary.
-		"vocab/NUL-embedded-equal": "reads up to its NUL",
-		"vocab/duplicate":          "twice",
-		"vocab/EMPTY-collides":     `"[EMPTY_300]" twice`,
-		"vocab/model=\"llama\"":    "no byte token <0x00>",
-		"vocab/model=\"bogus\"":    "llama.cpp knows gpt2",
-		"vocab/one-more":           "token_type",
-		"vocab/scores-len+1":       "one per token",
-		"tensors/name-with-NUL":    "NUL byte",
-		"tensors/extra-layer":      "in layer 2",
-		"metadata/key-with-NUL":    "NUL byte",
+		"vocab/NUL-embedded-equal":  "reads up to its NUL",
+		"vocab/duplicate":           "twice",
+		"vocab/EMPTY-collides":      `"[EMPTY_300]" twice`,
+		"vocab/model=\"llama\"":     "no byte token <0x00>",
+		"vocab/model=\"bogus\"":     "llama.cpp knows gpt2",
+		"vocab/one-more":            "token_type",
+		"vocab/one-more-everywhere": "one row per token",
+		"vocab/scores-len+1":        "one per token",
+		"tensors/name-with-NUL":     "NUL byte",
+		"tensors/extra-layer":       "in layer 2",
+		"metadata/key-with-NUL":     "NUL byte",
 	}
 	cs, err := testutil.Corruptions(testutil.CorruptConfig("qwen2"), 1)
 	if err != nil {
@@ -128,4 +129,44 @@ func TestCheckRefuses(t *testing.T) {
 	if found != len(want) {
 		t.Errorf("%d of the %d corruptions named here exist", found, len(want))
 	}
+}
+
+// headerReader is a file whose header is given and whose tensor data reads
+// as zeros.
+type headerReader []byte
+
+func (h headerReader) ReadAt(p []byte, off int64) (int, error) {
+	clear(p)
+	if off < int64(len(h)) {
+		copy(p, h[off:])
+	}
+	return len(p), nil
+}
+
+// BenchmarkCheck times the GGUF check of the benchmark model's shape
+// (DeepSeek-R1-Distill-Qwen-1.5B: 28 layers, 151,936 tokens) beside the
+// header parse it follows: go test -bench Check -run XXX ./llm/internal/gguf
+func BenchmarkCheck(b *testing.B) {
+	hdr, size, err := testutil.ModelHeader(testutil.BenchConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("parse", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := Parse(headerReader(hdr), size); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	h, err := Parse(headerReader(hdr), size)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("check", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := h.Check(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
