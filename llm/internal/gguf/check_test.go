@@ -170,3 +170,21 @@ func BenchmarkCheck(b *testing.B) {
 		}
 	})
 }
+
+// TestCorruptionTypes checks that the corruptions' ggml types are the
+// parser's, so that a type changed by a corruption has the size llama.cpp
+// gives it.
+func TestCorruptionTypes(t *testing.T) {
+	want := map[uint32][3]any{}
+	TensorTypes(func(id uint32, name string, block, bytes uint64) { want[id] = [3]any{name, block, bytes} })
+	n := 0
+	testutil.GGMLTypes(func(id uint32, name string, block, bytes uint64) {
+		n++
+		if got := [3]any{name, block, bytes}; want[id] != got {
+			t.Errorf("type %d: testutil has %v, the parser %v", id, got, want[id])
+		}
+	})
+	if n != len(want) {
+		t.Errorf("testutil knows %d types, the parser %d", n, len(want))
+	}
+}
