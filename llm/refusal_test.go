@@ -1,12 +1,15 @@
 package llm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/memload/memload/internal/testutil"
@@ -82,5 +85,33 @@ func TestRefusalsClassified(t *testing.T) {
 	}
 	if found != len(want) {
 		t.Errorf("%d of the %d corruptions named here exist", found, len(want))
+	}
+}
+
+// TestUnknownArchitectureLogged: a model of an architecture the GGUF check
+// knows only in part is checked with the generic rules, and the log says so
+// (llama.cpp then refuses this one: it knows no "qwen9").
+func TestUnknownArchitectureLogged(t *testing.T) {
+	good, err := testutil.EncodeModel(testutil.TinyConfig("qwen2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "qwen9.gguf")
+	if err := os.WriteFile(path, bytes.ReplaceAll(good, []byte("qwen2"), []byte("qwen9")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var logged []slog.Record
+	h := &recordHandler{fn: func(r slog.Record) { mu.Lock(); logged = append(logged, r); mu.Unlock() }}
+	_, err = Load(context.Background(), path, testOptions, func(o *Options) { o.Logger = slog.New(h) })
+	if !errors.Is(err, ErrInvalidModel) || !strings.Contains(err.Error(), "qwen9") {
+		t.Errorf("Load: %v, want llama.cpp's refusal", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.ContainsFunc(logged, func(r slog.Record) bool {
+		return strings.Contains(r.Message, "not one the GGUF check knows in full")
+	}) {
+		t.Error("no log line says the check was generic")
 	}
 }
