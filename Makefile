@@ -129,15 +129,19 @@ bench-coldstart: minio llama
 bench-sizes: minio llama
 	go run ./internal/benchsizes $(BENCH_SIZES_FLAGS)
 
-## fuzz: a minute each for the URI and GGUF header parsers and s3load against a hostile server (FUZZTIME=10m for longer)
+## fuzz: a minute each for the URI and GGUF header parsers, s3load against a hostile server, and llm.Load of
+## damaged models in child processes (FUZZTIME=10m for longer)
 FUZZTIME ?= 60s
-fuzz:
+fuzz: llama
 	go test -run=XXX -fuzz=FuzzParseURI -fuzztime=$(FUZZTIME) ./s3load
 	# Network timing makes many inputs look new; minimizing each for the
 	# default minute would leave little time to fuzz.
 	go test -run=XXX -fuzz=FuzzHostileServer -fuzztime=$(FUZZTIME) -fuzzminimizetime=10x ./s3load
 	go test -run=XXX -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./llm/internal/gguf
 	go test -run=XXX -fuzz=FuzzGrammar -fuzztime=$(FUZZTIME) ./llm/jsonschema
+	# Each input that passes the GGUF check is loaded by llama.cpp in a
+	# child process: a crash there fails the input, not the fuzzer.
+	go test -run=XXX -fuzz=FuzzLoad -fuzztime=$(FUZZTIME) ./llm
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

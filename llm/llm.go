@@ -12,9 +12,14 @@
 // through [Options.Library], $MEMLOAD_LLAMA_LIB or lib/ beside the
 // executable; `make llama` installs them.
 //
-// Before llama.cpp sees a file, [Load] checks its GGUF header in Go, so that
-// a truncated or foreign file gives an error matching [ErrInvalidModel]
-// rather than aborting the process.
+// Before llama.cpp sees a file, [Load] checks its GGUF header in Go, and
+// what llama.cpp will assume of it (tensor types for their roles, the
+// hyperparameters against each other and the tensors' shapes, the data's
+// layout, the vocabulary as llama.cpp reads it; in full for the llama,
+// qwen2 and qwen3 architectures), so that a truncated, foreign or damaged
+// file gives an error matching [ErrInvalidModel] rather than aborting the
+// process. A file llama.cpp refuses, or loads but cannot evaluate a first
+// token of, matches it too, with llama.cpp's reason.
 package llm
 
 import (
@@ -36,7 +41,9 @@ import (
 )
 
 // ErrInvalidModel is matched by the error of [Load] when the file is not a
-// GGUF model that llama.cpp can load safely.
+// GGUF model that llama.cpp can load safely and run: the error names the
+// key or tensor at fault and what llama.cpp needs, or gives llama.cpp's own
+// reason. Loading the same file again will not help.
 var ErrInvalidModel = errors.New("llm: invalid model file")
 
 // ErrClosed is returned by [Model.Chat] after [Model.Close].
@@ -219,6 +226,9 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, pages pag
 		}
 		return nil, fmt.Errorf("llm: read %s: %w", path, err)
 	}
+	if err := checkModel(path, h, o.Logger); err != nil {
+		return nil, err
+	}
 	arch, _ := h.String("general.architecture")
 	ctxSize := o.ContextSize
 	if n, ok := h.Uint(arch + ".context_length"); ok && n > 0 && uint64(ctxSize) > n {
@@ -283,7 +293,7 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, pages pag
 		if g := s.gate; g != nil && g.err != nil {
 			return nil, fmt.Errorf("llm: the load of %s stopped: %w", path, g.err)
 		}
-		return nil, fmt.Errorf("llm: llama.cpp could not load %s%s: %w", path, s.why(), err)
+		return nil, s.refused(path, "could not load", err)
 	}
 	if s.gate != nil {
 		if err := s.gate.verdict(); err != nil {
@@ -328,6 +338,11 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, pages pag
 	// asked for.
 	m.ctxSize = min(ctxSize, int(llama.NCtx(m.lctx)))
 	m.batch = llama.BatchInit(int32(batch), 0, 1)
+	if err := m.warmUp(s); err != nil {
+		m.Close()
+		s.repack.drop()
+		return nil, err
+	}
 	if s.repack != nil {
 		var err error
 		if m.given, err = s.repack.finish(h); err != nil {

@@ -91,7 +91,11 @@ func TestMain(m *testing.M) {
 			os.Setenv(LibraryEnv, filepath.Join(root, ".bin", "llama", "linux-"+map[string]string{"amd64": "x64"}[runtime.GOARCH]+map[string]string{"arm64": "arm64"}[runtime.GOARCH]))
 		}
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if childDir != "" {
+		os.RemoveAll(childDir)
+	}
+	os.Exit(code)
 }
 
 // TestSystemInfo checks that ggml picked a CPU variant with the vector
@@ -408,11 +412,12 @@ func TestBadModels(t *testing.T) {
 		}
 	})
 	t.Run("unknown architecture", func(t *testing.T) {
-		// A valid GGUF llama.cpp refuses: an error, not an abort.
+		// A valid GGUF llama.cpp refuses: an error, not an abort, that
+		// carries llama.cpp's reason.
 		bad := strings.Replace(string(good), "qwen2", "qwen9", 1)
 		_, err := Load(context.Background(), write("qwen9", []byte(bad)), testOptions)
-		if err == nil || errors.Is(err, ErrInvalidModel) {
-			t.Errorf("Load: %v, want llama.cpp's error", err)
+		if !errors.Is(err, ErrInvalidModel) || !strings.Contains(err.Error(), "unknown model architecture: 'qwen9'") {
+			t.Errorf("Load: %v, want ErrInvalidModel with llama.cpp's reason", err)
 		}
 		t.Logf("Load: %v", err)
 		// In llama.cpp's words, from its log.

@@ -36,8 +36,10 @@ type loadSession struct {
 	kv atomic.Pointer[kvLog]
 
 	mu    sync.Mutex
-	lines []string // llama.cpp's last warnings and errors
+	lines []string // llama.cpp's last warnings and errors, at most maxLines
 }
+
+const maxLines = 16
 
 // current is the session of the load in progress, or of the last one.
 var current atomic.Pointer[loadSession]
@@ -62,7 +64,7 @@ func (s *loadSession) end() { current.Store(&loadSession{logger: s.logger}) }
 func (s *loadSession) line(level slog.Level, line string) {
 	if level >= slog.LevelWarn {
 		s.mu.Lock()
-		if len(s.lines) == 4 {
+		if len(s.lines) == maxLines {
 			s.lines = s.lines[1:]
 		}
 		s.lines = append(s.lines, line)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -98,7 +99,8 @@ func startLoad(ctx context.Context, cfg config, logger *slog.Logger, met *metric
 		for attempt := 1; ; attempt++ {
 			l.model, l.cold, l.err = l.load(ctx, cfg, logger, llmLog)
 			l.cold.Attempts = attempt
-			if l.err == nil || attempt >= cfg.LoadAttempts || ctx.Err() != nil {
+			// An invalid model file does not heal: no retry.
+			if l.err == nil || attempt >= cfg.LoadAttempts || ctx.Err() != nil || errors.Is(l.err, llm.ErrInvalidModel) {
 				break
 			}
 			logger.Warn("model load failed; retrying", "uri", cfg.ModelURI, "attempt", attempt, "attempts", cfg.LoadAttempts,
@@ -114,7 +116,8 @@ func startLoad(ctx context.Context, cfg config, logger *slog.Logger, met *metric
 		if l.err != nil {
 			l.setPhase("failed")
 			l.cold.Error = l.err.Error()
-			logger.Error("model load failed", "uri", cfg.ModelURI, "attempts", l.cold.Attempts, "err", l.err)
+			logger.Error("model load failed", "uri", cfg.ModelURI, "attempts", l.cold.Attempts, "err", l.err,
+				"invalid_model", errors.Is(l.err, llm.ErrInvalidModel))
 			return
 		}
 		l.setPhase("ready")

@@ -18,11 +18,10 @@ import (
 // with x-should-retry: false, and then the process exits (under Lambda,
 // where main runs exitWhenLoadFails), so that Lambda starts afresh.
 func TestLoadRetriesThenExit(t *testing.T) {
-	notModel := filepath.Join(t.TempDir(), "notes.gguf")
-	if err := os.WriteFile(notModel, []byte("not a model at all"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ts := newTestServer(t, testConfig(t, map[string]string{"MODEL_URI": notModel, "LOAD_ATTEMPTS": "3", "LOAD_BACKOFF": "150ms"}))
+	// A model that is not there (yet): a failure that might heal. An
+	// invalid model is not retried (TestInvalidModelNotRetried).
+	missing := filepath.Join(t.TempDir(), "missing.gguf")
+	ts := newTestServer(t, testConfig(t, map[string]string{"MODEL_URI": missing, "LOAD_ATTEMPTS": "3", "LOAD_BACKOFF": "150ms"}))
 	exited := make(chan int, 1)
 	var answered atomic.Bool
 	go exitWhenLoadFails(ts.load, ts.server, ts.log, func(code int) {
@@ -36,7 +35,7 @@ func TestLoadRetriesThenExit(t *testing.T) {
 	e := decode[struct{ Error apiError }](t, resp.Body)
 	resp.Body.Close()
 	answered.Store(true)
-	if resp.StatusCode != 500 || e.Error.Code != "model_load_failed" || !strings.Contains(e.Error.Message, "invalid model file") ||
+	if resp.StatusCode != 500 || e.Error.Code != "model_load_failed" || !strings.Contains(e.Error.Message, "no such file") ||
 		resp.Header.Get("X-Should-Retry") != "false" {
 		t.Errorf("%s %+v, x-should-retry %q", resp.Status, e.Error, resp.Header.Get("X-Should-Retry"))
 	}
@@ -102,14 +101,15 @@ func TestLambdaInitFails(t *testing.T) {
 	if err := os.WriteFile(notModel, []byte("not a model at all"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	missing := filepath.Join(t.TempDir(), "missing.gguf")
 	runtimeAPI := "127.0.0.1:" + freePort(t)
 	for _, tc := range []struct {
 		name string
 		env  map[string]string
 		want []string
 	}{
-		{"load fails", map[string]string{"MODEL_URI": notModel, "LOAD_ATTEMPTS": "3", "LOAD_BACKOFF": "10ms"},
-			[]string{`"msg":"model load failed; retrying","uri":"` + notModel + `","attempt":1`, `"attempt":2`, `"msg":"model load failed"`, "chatbot: loading " + notModel}},
+		{"load fails", map[string]string{"MODEL_URI": missing, "LOAD_ATTEMPTS": "3", "LOAD_BACKOFF": "10ms"},
+			[]string{`"msg":"model load failed; retrying","uri":"` + missing + `","attempt":1`, `"attempt":2`, `"msg":"model load failed"`, "chatbot: loading " + missing}},
 		{"open by accident", map[string]string{"MODEL_URI": notModel, "AUTH_TYPE": "NONE"},
 			[]string{"chatbot: AUTH_TYPE=NONE without an API key"}},
 	} {

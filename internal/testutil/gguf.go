@@ -588,6 +588,9 @@ func (e *encoder) value(v any) {
 		for _, x := range v {
 			e.u32(uint32(x))
 		}
+	case rawValue:
+		e.u32(uint32(v.typ))
+		e.raw(v.body)
 	default:
 		e.err = fmt.Errorf("testutil: no GGUF encoding for %T", v)
 	}

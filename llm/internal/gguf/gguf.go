@@ -18,6 +18,7 @@ import (
 	"math"
 	"math/bits"
 	"strconv"
+	"strings"
 )
 
 // ErrFormat is matched by every error [Parse] returns for a file that is
@@ -26,11 +27,16 @@ var ErrFormat = errors.New("not a valid GGUF model")
 
 // Error reports what is wrong with a file and where.
 type Error struct {
-	Offset int64  // byte offset in the file where the problem was found
+	Offset int64  // byte offset in the file where the problem was found; -1 for the model's meaning
 	Msg    string // what is wrong
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("gguf: %s (at byte %d)", e.Msg, e.Offset) }
+func (e *Error) Error() string {
+	if e.Offset < 0 {
+		return "gguf: " + e.Msg
+	}
+	return fmt.Sprintf("gguf: %s (at byte %d)", e.Msg, e.Offset)
+}
 
 // Is reports whether target is [ErrFormat].
 func (e *Error) Is(target error) bool { return target == ErrFormat }
@@ -58,15 +64,21 @@ const (
 
 var typeSize = [numTypes]int64{1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8}
 
-// Value is one metadata value. Scalars and string arrays keep their
-// contents; other arrays keep only their element type and length.
+// Value is one metadata value. Scalars, the vocabulary and numeric arrays
+// of up to maxKeptNumbers elements keep their contents; other arrays keep
+// only their element type and length.
 type Value struct {
 	Type     Type
 	ElemType Type   // for arrays
 	Len      uint64 // for arrays
 	scalar   any    // uint64, int64, float64, bool or string
 	strings  []string
+	numbers  []float64 // a numeric array's elements, if kept
 }
+
+// maxKeptNumbers bounds the numeric arrays Parse keeps: per-layer
+// hyperparameters have at most 512 elements (llama.cpp's LLAMA_MAX_LAYERS).
+const maxKeptNumbers = 4096
 
 // Header is the parsed start of a GGUF file.
 type Header struct {
@@ -248,9 +260,10 @@ func (d *decoder) header() (*Header, error) {
 	}
 	if v, ok := h.KV["general.alignment"]; ok {
 		// llama.cpp reads it with gguf_get_val_u32, which asserts the type.
+		// ggml's buffers assert an alignment of at least 8.
 		a, _ := v.scalar.(uint64)
-		if v.Type != Uint32 || a == 0 || a&(a-1) != 0 {
-			return nil, d.errorf("general.alignment must be a uint32 power of two")
+		if v.Type != Uint32 || a < 8 || a&(a-1) != 0 {
+			return nil, d.errorf("general.alignment is %s, llama.cpp needs a uint32 power of two of at least 8 (32 is usual)", v)
 		}
 		h.Alignment = a
 	}
@@ -288,6 +301,11 @@ func (d *decoder) kv(h *Header) error {
 	}
 	if key == "" {
 		return d.errorf("empty metadata key")
+	}
+	if strings.IndexByte(key, 0) >= 0 {
+		// llama.cpp finds keys as C strings: this one would answer for
+		// the key before its NUL.
+		return d.errorf("metadata key %q holds a NUL byte", key)
 	}
 	if _, dup := h.KV[key]; dup {
 		return d.errorf("duplicate metadata key %q", key)
@@ -368,7 +386,18 @@ func (d *decoder) array(key string, v *Value) error {
 		if hi != 0 || n > uint64(d.remaining()) {
 			return d.errorf("key %q: array of %d elements runs past the end of the file", key, v.Len)
 		}
-		return d.skip(int64(n))
+		if v.Len > maxKeptNumbers || v.ElemType == Bool {
+			return d.skip(int64(n))
+		}
+		v.numbers = make([]float64, 0, v.Len)
+		for range v.Len {
+			x, err := d.scalar(key, v.ElemType)
+			if err != nil {
+				return err
+			}
+			v.numbers = append(v.numbers, toFloat(x))
+		}
+		return nil
 	}
 	if v.Len > uint64(d.remaining()/8) {
 		return d.errorf("key %q: array of %d strings runs past the end of the file", key, v.Len)
@@ -405,6 +434,11 @@ func (d *decoder) tensor() (TensorInfo, error) {
 	var err error
 	if t.Name, err = d.str("tensor name", maxNameLen); err != nil {
 		return t, err
+	}
+	if strings.IndexByte(t.Name, 0) >= 0 {
+		// llama.cpp copies names as C strings: this one would be the
+		// name before its NUL.
+		return t, d.errorf("tensor name %q holds a NUL byte", t.Name)
 	}
 	nDims, err := d.u32()
 	if err != nil {
@@ -484,37 +518,16 @@ func (h *Header) checkLlama() error {
 	if tokens.Type != Array || tokens.ElemType != String {
 		return bad("tokenizer.ggml.tokens is not an array of strings")
 	}
-	// llama.cpp asserts that token strings are unique; it renames empty ones.
-	seen := make(map[string]struct{}, len(tokens.strings))
-	for i, s := range tokens.strings {
-		if s == "" {
-			s = "[EMPTY_" + strconv.Itoa(i) + "]"
-		}
-		if _, dup := seen[s]; dup {
-			return bad("tokenizer.ggml.tokens has %q twice (token %d)", s, i)
-		}
-		seen[s] = struct{}{}
-	}
 	// These are read as raw arrays of the vocabulary's length.
 	for key, want := range map[string]Type{"tokenizer.ggml.scores": Float32, "tokenizer.ggml.token_type": Int32} {
 		if v, ok := h.KV[key]; ok && (v.Type != Array || v.ElemType != want || v.Len < tokens.Len) {
-			return bad("%s must be an array of %d %s values", key, tokens.Len, typeName(want))
+			return bad("%s must be an array of %d %s values", key, tokens.Len, want)
 		}
 	}
 	if v, ok := h.KV["tokenizer.ggml.merges"]; ok && (v.Type != Array || v.ElemType != String) {
 		return bad("tokenizer.ggml.merges is not an array of strings")
 	}
 	return nil
-}
-
-func typeName(t Type) string {
-	switch t {
-	case Float32:
-		return "float32"
-	case Int32:
-		return "int32"
-	}
-	return "type " + strconv.Itoa(int(t))
 }
 
 // TensorTypes calls fn with each ggml type the parser accepts: its id,
@@ -545,4 +558,38 @@ var tensorTypes = map[uint32]tensorType{
 	26: {"I32", 1, 4}, 27: {"I64", 1, 8}, 28: {"F64", 1, 8}, 29: {"IQ1_M", 256, 56},
 	30: {"BF16", 1, 2}, 34: {"TQ1_0", 256, 54}, 35: {"TQ2_0", 256, 66},
 	39: {"MXFP4", 32, 17}, 40: {"NVFP4", 64, 36}, 41: {"Q1_0", 128, 18},
+}
+
+func toFloat(x any) float64 {
+	switch x := x.(type) {
+	case uint64:
+		return float64(x)
+	case int64:
+		return float64(x)
+	case float64:
+		return x
+	}
+	return math.NaN()
+}
+
+// String describes the value for an error message: its type and, for a
+// scalar, what it holds.
+func (v Value) String() string {
+	switch {
+	case v.Type == Array:
+		return fmt.Sprintf("an array of %d %s", v.Len, v.ElemType)
+	case v.Type == String:
+		return fmt.Sprintf("the string %q", v.scalar)
+	case v.scalar == nil:
+		return "missing"
+	}
+	return fmt.Sprintf("%v (%s)", v.scalar, v.Type)
+}
+
+func (t Type) String() string {
+	names := [...]string{"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "bool", "string", "array", "uint64", "int64", "float64"}
+	if t < numTypes {
+		return names[t]
+	}
+	return "type " + strconv.Itoa(int(t))
 }
