@@ -131,8 +131,9 @@ func (s Stats) String() string {
 // Load returns: the model keeps its mapped pages until [llm.Model.Close].
 //
 // Errors are the download's (matching s3load's sentinels, such as
-// s3load.ErrNotFound or s3load.ErrChecksum), llm.ErrInvalidModel for a file
-// llama.cpp cannot load safely, or ctx's error if ctx ended first. Stats
+// s3load.ErrNotFound or s3load.ErrChecksum), llm.ErrLibrary before any
+// download if llama.cpp's libraries are unusable, llm.ErrInvalidModel for a
+// file llama.cpp cannot load safely, or ctx's error if ctx ended first. Stats
 // hold what was done, whatever the error.
 func Load(ctx context.Context, client s3load.Client, uri string, optFns ...func(*Options)) (*llm.Model, Stats, error) {
 	var o Options
@@ -153,6 +154,11 @@ func Load(ctx context.Context, client s3load.Client, uri string, optFns ...func(
 	}
 
 	st := Stats{Start: time.Now()}
+	// llama.cpp's libraries do not come with the model: if they are
+	// unusable, say so now rather than after the download.
+	if err := llm.CheckLibrary(llmOpts...); err != nil {
+		return nil, st, err
+	}
 	early := llm.NewEarlyLoad(ctx, llmOpts...)
 	dl := s3load.New(client, func(so *s3load.Options) {
 		so.Logger = o.Logger

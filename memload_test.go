@@ -587,3 +587,21 @@ func TestLoadDefaultHeadroom(t *testing.T) {
 			err, st.Download.Size, st.Model.Start)
 	}
 }
+
+// TestLoadNoLibrary checks that unusable llama.cpp libraries fail the load
+// before the download, not after it: nothing is fetched.
+func TestLoadNoLibrary(t *testing.T) {
+	rec := &recordGETs{rt: http.DefaultTransport.(*http.Transport).Clone()}
+	hc := &http.Client{Transport: rec, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	defer hc.CloseIdleConnections()
+	client := server.Client(func(o *s3.Options) { o.HTTPClient = hc })
+	m, st, err := memload.Load(context.Background(), client, "s3://models/tiny.gguf", func(o *memload.Options) {
+		o.LLMOptions = []func(*llm.Options){func(lo *llm.Options) { lo.Library = t.TempDir() }}
+	})
+	if m != nil {
+		m.Close()
+	}
+	if !errors.Is(err, llm.ErrLibrary) || len(rec.ranges) != 0 || st.Download.Size != 0 {
+		t.Errorf("err = %v after %d GETs, %d bytes: want llm.ErrLibrary before the download", err, len(rec.ranges), st.Download.Size)
+	}
+}

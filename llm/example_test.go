@@ -244,3 +244,13 @@ func ExampleEarlyLoad_WrittenRange() {
 	fmt.Println("loaded as it was written:", e.Stats().Early)
 	// Output: loaded as it was written: true
 }
+
+// A program that downloads a model first checks that llama.cpp's libraries
+// are there: they do not come with the model.
+func ExampleCheckLibrary() {
+	if err := llm.CheckLibrary(); err != nil {
+		log.Fatal(err) // names the missing file and how to install it
+	}
+	fmt.Println("llama.cpp", llm.LibraryVersion, "is ready")
+	// Output: llama.cpp v0.5.0 is ready
+}

@@ -196,6 +196,17 @@ func SystemInfo() string {
 	return l.String()
 }
 
+// CheckLibrary loads llama.cpp's libraries as [Load] would with the
+// options optFns set ([Options.Library], else $MEMLOAD_LLAMA_LIB, else lib/
+// beside the executable), and returns an error matching [ErrLibrary] if
+// they are missing, of another release or for another architecture. Call
+// it before a long download: a library that is not there does not come
+// with the model, and the error then comes at once, not after it.
+func CheckLibrary(optFns ...func(*Options)) error {
+	_, err := openLibrary(options(optFns).Library)
+	return err
+}
+
 func (l *library) String() string {
 	return fmt.Sprintf("llama.cpp %s, CPU variant %s (%s): %s", LibraryVersion, l.variant, l.dir, l.info)
 }

@@ -91,3 +91,29 @@ func TestLambdaInitInvalidModel(t *testing.T) {
 		t.Errorf("output: want one failed load naming the tensor:\n%s", out)
 	}
 }
+
+// TestLambdaInitNoLibrary: llama.cpp's libraries missing do not come back
+// on a retry either, so the init ends at the first attempt, saying what is
+// missing and how to fix it.
+func TestLambdaInitNoLibrary(t *testing.T) {
+	bin := bootstrap(t)
+	p := start(t, map[string]string{"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:" + freePort(t),
+		"MODEL_URI": testutil.TinyModel(t, "qwen2"), "LOAD_ATTEMPTS": "3", "LOAD_BACKOFF": "10ms",
+		"MEMLOAD_LLAMA_LIB": t.TempDir()}, bin)
+	var err error
+	select {
+	case err = <-p.done:
+		p.done <- err
+	case <-time.After(time.Minute):
+		t.Fatal("the bootstrap is still running")
+	}
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Errorf("exit: %v, want status 1", err)
+	}
+	out := p.out.String()
+	if strings.Contains(out, "retrying") || !strings.Contains(out, `"msg":"model load failed"`) ||
+		!strings.Contains(out, "llama.cpp libraries unusable") || !strings.Contains(out, "make llama") {
+		t.Errorf("output: want one failed load naming the missing libraries and the fix:\n%s", out)
+	}
+}

@@ -99,8 +99,10 @@ func startLoad(ctx context.Context, cfg config, logger *slog.Logger, met *metric
 		for attempt := 1; ; attempt++ {
 			l.model, l.cold, l.err = l.load(ctx, cfg, logger, llmLog)
 			l.cold.Attempts = attempt
-			// An invalid model file does not heal: no retry.
-			if l.err == nil || attempt >= cfg.LoadAttempts || ctx.Err() != nil || errors.Is(l.err, llm.ErrInvalidModel) {
+			// An invalid model file or unusable llama.cpp libraries do
+			// not heal: no retry.
+			if l.err == nil || attempt >= cfg.LoadAttempts || ctx.Err() != nil ||
+				errors.Is(l.err, llm.ErrInvalidModel) || errors.Is(l.err, llm.ErrLibrary) {
 				break
 			}
 			logger.Warn("model load failed; retrying", "uri", cfg.ModelURI, "attempt", attempt, "attempts", cfg.LoadAttempts,
