@@ -28,7 +28,7 @@ func (m *Model) warmUp(s *loadSession) error {
 	if err != nil {
 		return err
 	}
-	tokens := llama.Tokenize(m.vocab, prompt, true, true)
+	tokens := m.tokenize(prompt) // as Chat does: a NUL in a token's text must not reach yzma's C string
 	if len(tokens) == 0 {
 		return fmt.Errorf("%w %s: llama.cpp's tokenizer gives no tokens for a chat's prompt: the tokenizer (tokenizer.ggml.model) does not fit the vocabulary", ErrInvalidModel, m.path)
 	}
