@@ -1,10 +1,8 @@
 package main
 
 import (
-	"errors"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -72,20 +70,8 @@ func TestInvalidModelNotRetried(t *testing.T) {
 // attempt, with an error that names the problem, instead of crashing.
 func TestLambdaInitInvalidModel(t *testing.T) {
 	bin := bootstrap(t)
-	p := start(t, map[string]string{"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:" + freePort(t),
-		"MODEL_URI": damagedModel(t), "LOAD_ATTEMPTS": "3", "LOAD_BACKOFF": "10ms"}, bin)
-	var err error
-	select {
-	case err = <-p.done:
-		p.done <- err
-	case <-time.After(time.Minute):
-		t.Fatal("the bootstrap is still running")
-	}
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
-		t.Errorf("exit: %v, want status 1", err)
-	}
-	out := p.out.String()
+	out := initFails(t, bin, map[string]string{"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:" + freePort(t),
+		"MODEL_URI": damagedModel(t), "LOAD_ATTEMPTS": "3", "LOAD_BACKOFF": "10ms"})
 	if strings.Contains(out, "retrying") || !strings.Contains(out, `"msg":"model load failed"`) ||
 		!strings.Contains(out, `\"output_norm.weight\" (256) is F16`) || !strings.Contains(out, `"invalid_model":true`) {
 		t.Errorf("output: want one failed load naming the tensor:\n%s", out)
@@ -97,21 +83,9 @@ func TestLambdaInitInvalidModel(t *testing.T) {
 // missing and how to fix it.
 func TestLambdaInitNoLibrary(t *testing.T) {
 	bin := bootstrap(t)
-	p := start(t, map[string]string{"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:" + freePort(t),
+	out := initFails(t, bin, map[string]string{"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:" + freePort(t),
 		"MODEL_URI": testutil.TinyModel(t, "qwen2"), "LOAD_ATTEMPTS": "3", "LOAD_BACKOFF": "10ms",
-		"MEMLOAD_LLAMA_LIB": t.TempDir()}, bin)
-	var err error
-	select {
-	case err = <-p.done:
-		p.done <- err
-	case <-time.After(time.Minute):
-		t.Fatal("the bootstrap is still running")
-	}
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
-		t.Errorf("exit: %v, want status 1", err)
-	}
-	out := p.out.String()
+		"MEMLOAD_LLAMA_LIB": t.TempDir()})
 	if strings.Contains(out, "retrying") || !strings.Contains(out, `"msg":"model load failed"`) ||
 		!strings.Contains(out, "llama.cpp libraries unusable") || !strings.Contains(out, "make llama") {
 		t.Errorf("output: want one failed load naming the missing libraries and the fix:\n%s", out)

@@ -118,19 +118,7 @@ func TestLambdaInitFails(t *testing.T) {
 			for k, v := range tc.env {
 				env[k] = v
 			}
-			p := start(t, env, bin)
-			var err error
-			select {
-			case err = <-p.done:
-				p.done <- err
-			case <-time.After(time.Minute):
-				t.Fatal("the bootstrap is still running")
-			}
-			var exit *exec.ExitError
-			if !errors.As(err, &exit) || exit.ExitCode() != 1 {
-				t.Errorf("exit: %v, want status 1", err)
-			}
-			out := p.out.String()
+			out := initFails(t, bin, env)
 			for _, w := range tc.want {
 				if !strings.Contains(out, w) {
 					t.Errorf("output lacks %q:\n%s", w, out)
@@ -170,4 +158,24 @@ func TestQuietCancel(t *testing.T) {
 			t.Errorf("at %v: %q, want %q", level, got, want)
 		}
 	}
+}
+
+// initFails runs bin as Lambda runs the bootstrap, with env, waits for the
+// init to end, checks that the process exited with status 1, as a failed
+// init must, and returns what it wrote.
+func initFails(t *testing.T, bin string, env map[string]string) string {
+	t.Helper()
+	p := start(t, env, bin)
+	var err error
+	select {
+	case err = <-p.done:
+		p.done <- err
+	case <-time.After(time.Minute):
+		t.Fatal("the bootstrap is still running")
+	}
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Errorf("exit: %v, want status 1", err)
+	}
+	return p.out.String()
 }
