@@ -1,10 +1,18 @@
 package llm
 
 import (
+	"bufio"
+	"context"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
+	"log/slog"
+
 	"github.com/memload/memload/internal/testutil"
+	"github.com/memload/memload/llm/internal/gguf"
 )
 
 // TestKVPages is the safety proof for giving back the empty KV cache's
@@ -43,11 +51,139 @@ func TestKVPages(t *testing.T) {
 			if m.kvGiven < kvBytes/2 || m.kvGiven > kvBytes {
 				t.Errorf("%d bytes of the KV cache given back, want most of its %d", m.kvGiven, kvBytes)
 			}
+			// The cache was cleared into 2 MiB pages and the mark taken off
+			// before its pages were given back: its mapping says "no huge
+			// pages" (nh), and no mapping is left marked (hg).
+			vmas := readSmaps(t)
+			if !slices.ContainsFunc(vmas, func(v vma) bool { return v.size >= kvBytes && v.size <= kvBytes+64<<10 && v.flags["nh"] }) {
+				t.Errorf("no mapping of the KV cache's %d bytes has its huge-page mark taken off", kvBytes)
+			}
+			checkNoHugeMarks(t)
 			for i := range want {
 				if !slices.Equal(got[i], want[i]) {
 					t.Errorf("answer %d: with the pages given back %v, kept %v", i, got[i], want[i])
 				}
 			}
 		})
+	}
+}
+
+// vma is a mapping of /proc/self/smaps: its size and VmFlags.
+type vma struct {
+	size  int64
+	flags map[string]bool
+}
+
+func readSmaps(t *testing.T) []vma {
+	t.Helper()
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []vma
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if r, _, ok := strings.Cut(line, " "); ok && strings.Contains(r, "-") && !strings.HasSuffix(r, ":") {
+			a, b, _ := strings.Cut(r, "-")
+			start, err1 := strconv.ParseUint(a, 16, 64)
+			end, err2 := strconv.ParseUint(b, 16, 64)
+			if err1 == nil && err2 == nil {
+				out = append(out, vma{size: int64(end - start)})
+			}
+			continue
+		}
+		if rest, ok := strings.CutPrefix(line, "VmFlags:"); ok && len(out) > 0 {
+			out[len(out)-1].flags = map[string]bool{}
+			for _, fl := range strings.Fields(rest) {
+				out[len(out)-1].flags[fl] = true
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// checkNoHugeMarks fails t if a mapping is left marked for huge pages:
+// the KV cache's after its load, or the pool of an early load.
+func checkNoHugeMarks(t *testing.T) {
+	t.Helper()
+	for _, v := range readSmaps(t) {
+		if v.flags["hg"] {
+			t.Errorf("a mapping of %d bytes is left marked for huge pages", v.size)
+		}
+	}
+}
+
+// TestKVCacheBytes checks the size of an early load's pool against the
+// KV buffers llama.cpp allocates, for both architectures, grouped-query
+// attention or not, and context sizes that are not a multiple of 256.
+func TestKVCacheBytes(t *testing.T) {
+	for _, arch := range []string{"qwen2", "llama"} {
+		for _, kvHeads := range []int{2, 4} {
+			cfg := testutil.TinyConfig(arch)
+			cfg.KVHeads = kvHeads
+			path := testutil.TinyModelWith(t, cfg)
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fi, _ := f.Stat()
+			h, err := gguf.Parse(f, fi.Size())
+			f.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range []int{1000, 2048} {
+				var logged int64
+				logger := slog.New(&recordHandler{fn: func(r slog.Record) {
+					if b, ok := parseKVBuffer(strings.TrimPrefix(r.Message, "llama.cpp: ")); ok {
+						logged += b
+					}
+				}})
+				m := loadModel(t, path, func(o *Options) { o.ContextSize = n; o.Logger = logger })
+				m.Close()
+				want := kvCacheBytes(h, arch, n)
+				// The log rounds to 0.01 MiB.
+				if d := want - logged; logged == 0 || d < -(10<<10) || d > 10<<10 {
+					t.Errorf("%s, %d KV heads, %d tokens: pool of %d bytes, llama.cpp's KV buffers %d", arch, kvHeads, n, want, logged)
+				}
+			}
+		}
+	}
+}
+
+// TestKVPool loads a model early, while its file is written: the pool
+// touched for the KV cache is handed back before the cache is made, and
+// the cache's pages are given back as in a load after the writing.
+func TestKVPool(t *testing.T) {
+	cfg := testutil.TinyConfig("qwen2")
+	cfg.Quant, cfg.Embedding, cfg.FeedForward, cfg.Layers, cfg.Heads, cfg.KVHeads, cfg.Context = testutil.Q4KM, 256, 512, 8, 4, 4, 8192
+	path := testutil.TinyModelWith(t, cfg)
+	const kvBytes = 8 * 8192 * 256 * 2 * 2
+	want := chat(t, loadModel(t, path, func(o *Options) { o.ContextSize = 8192 }), hello, greedy(16))
+
+	logger, loaded := onLoaded()
+	e := NewEarlyLoad(context.Background(), testOptions, func(o *Options) { o.ContextSize = 8192; o.Logger = logger })
+	w := newEarlyWriter(t, path, e)
+	w.write(0, len(w.data))
+	waitLoaded(t, loaded)
+	m, err := e.Finish(w.f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if st := e.Stats(); !st.Early {
+		t.Fatalf("Stats = %+v, want an early load", st)
+	}
+	if m.kvGiven < kvBytes/2 || m.kvGiven > kvBytes {
+		t.Errorf("%d bytes of the KV cache given back, want most of its %d", m.kvGiven, kvBytes)
+	}
+	checkNoHugeMarks(t)
+	if got := chat(t, m, hello, greedy(16)); !slices.Equal(got.tokens, want.tokens) {
+		t.Errorf("loaded early, the model answers %v, want %v", got.tokens, want.tokens)
 	}
 }

@@ -276,6 +276,14 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, pages pag
 	o.Logger.Debug("llm: loading", "path", path, "arch", arch, "bytes", size, "template", tmpl.name,
 		"threads", o.Threads, "context", ctxSize, "mmap", !o.NoMmap, "repack", !o.NoRepack, "system", l.String())
 
+	// A load during the download touches the KV cache's pages in its
+	// shadow (kvpages.go).
+	var pool *kvPool
+	if w != nil && !o.KeepPages {
+		pool = newKVPool(kvCacheBytes(h, arch, ctxSize))
+	}
+	defer pool.release()
+
 	start := time.Now()
 	mp := llama.ModelDefaultParams()
 	mp.LoadMode = llama.LoadModeMmap
@@ -288,6 +296,7 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, pages pag
 	}
 	mp.ProgressCallback, mp.ProgressCallbackUserData = progressCallback(), s.id
 	model, err := llama.ModelLoadFromFile(path, mp)
+	loaded := time.Now()
 	if err != nil {
 		s.repack.drop()
 		if g := s.gate; g != nil && g.err != nil {
@@ -317,11 +326,13 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, pages pag
 	cp.AbortCallback, cp.AbortCallbackData = abortCallback(), m.abortID
 	var kv *kvLog
 	if !o.KeepPages {
+		pool.release()
 		kv = watchKV()
 		s.kv.Store(kv)
 	}
 	m.lctx, err = llama.InitFromModel(model, cp)
 	s.kv.Store(nil)
+	made := time.Now()
 	if err == nil && kv != nil {
 		var kerr error
 		if m.kvGiven, kerr = kv.finish(); kerr != nil {
@@ -338,11 +349,13 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, pages pag
 	// asked for.
 	m.ctxSize = min(ctxSize, int(llama.NCtx(m.lctx)))
 	m.batch = llama.BatchInit(int32(batch), 0, 1)
+	kvDone := time.Now()
 	if err := m.warmUp(s); err != nil {
 		m.Close()
 		s.repack.drop()
 		return nil, err
 	}
+	warmed := time.Now()
 	if s.repack != nil {
 		var err error
 		if m.given, err = s.repack.finish(h); err != nil {
@@ -350,6 +363,8 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, pages pag
 		}
 	}
 	m.loadDur = time.Since(start)
+	o.Logger.Debug("llm: load steps", "weights", loaded.Sub(start), "context", made.Sub(loaded),
+		"kv give-back", kvDone.Sub(made), "warm-up", warmed.Sub(kvDone), "repack give-back", time.Since(warmed))
 	o.Logger.Info("llm: loaded", "path", path, "arch", arch, "template", tmpl.name, "cpu", l.variant,
 		"given back", m.given, "kv given back", m.kvGiven, "duration", m.loadDur)
 	return m, nil
