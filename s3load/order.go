@@ -101,7 +101,7 @@ func (d *download) askOrder() {
 		if next >= numParts(d.size, d.opts.PartSize) {
 			return // all in: nothing left to order
 		}
-		n := next * d.opts.PartSize // < d.size: no overflow
+		n := max(next*d.opts.PartSize, d.inPlace.Load()) // < d.size: no overflow
 		if n <= d.asked {
 			return
 		}

@@ -80,22 +80,24 @@ type Options struct {
 	Progress func(done, total int64)
 	// OnPrefix, if set, is called each time the run of bytes in place from
 	// the start of the object grows: bytes [0, n) of w, the destination,
-	// are written. A consumer can start on the head of the object while
-	// the rest arrives (llama.cpp on a model's header); nothing is
-	// verified until the load returns. Calls come in order, n growing to
-	// the object's size, never two at once, from the goroutine that
-	// finished a part, with the load's record of parts locked: return
-	// quickly and leave longer work to another goroutine. A load that
-	// starts over (RestartOnChange) calls it again from the start, with
-	// its new destination. An empty object gets no call. llm.EarlyLoad's
-	// Written is such a consumer: llama.cpp loads a model as it downloads.
+	// are written, as the first part arrives, then part by part. A
+	// consumer can start on the head of the object while the rest arrives
+	// (llama.cpp on a model's header); nothing is verified until the load
+	// returns. Calls come in order, n growing to the object's size, never
+	// two at once, from the goroutine that finished a part (or is writing
+	// the first), with the load's record of parts locked: return quickly
+	// and leave longer work to another goroutine. A load that starts over
+	// (RestartOnChange) calls it again from the start, with its new
+	// destination. An empty object gets no call. llm.EarlyLoad's Written
+	// is such a consumer: llama.cpp loads a model as it downloads.
 	OnPrefix func(w io.WriterAt, n int64)
 	// OnPart, if set, is called each time a part is in place: bytes
 	// [start, end) of w, the destination, are written, wherever they lie
 	// (see Order). A consumer that reads the object out of order waits on
 	// it rather than on OnPrefix; llm.EarlyLoad's WrittenRange is one.
 	// Calls come from the goroutines that finished the parts, several at
-	// once, before OnPrefix tells of the same bytes: return quickly.
+	// once, before OnPrefix tells of the same bytes (except the first
+	// part's, which OnPrefix tells of as they arrive): return quickly.
 	OnPart func(w io.WriterAt, start, end int64)
 	// OnRelease, if set, is called each time the run of bytes from the
 	// start of the object that the load is done with grows: bytes [0, n)

@@ -209,6 +209,9 @@ func (d *download) grown(parts int64) func(next int64) {
 		if next < parts {
 			n = next * d.opts.PartSize // < d.size: no overflow
 		}
+		if n <= d.inPlace.Load() {
+			return // told already, as the first part arrived
+		}
 		d.inPlace.Store(n)
 		if d.opts.OnPrefix != nil {
 			d.opts.OnPrefix(d.w, n)

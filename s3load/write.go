@@ -34,6 +34,9 @@ func (d *download) copyPart(ctx context.Context, p *part) (int64, error) {
 			}
 			done += int64(n)
 			d.written(p, (*buf)[:n])
+			if p.start < d.opts.PartSize {
+				d.headGrew(p.start + done)
+			}
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -54,4 +57,26 @@ func (d *download) buffer() *[]byte {
 	}
 	b := make([]byte, min(bufferSize, d.opts.PartSize))
 	return &b
+}
+
+// headGrew tells of the first part's bytes [0, n) in place while the part
+// is still arriving: the head of the object is what a consumer starts on
+// (llama.cpp on a GGUF header of a few MiB), and a first part of 16 MiB,
+// sharing the link with the others, comes whole only after a good part of
+// a second on a fast link. It tells OnPrefix, under the lock its calls for
+// whole parts take, and offers Order the head. Once the first part is
+// recorded in place, whole parts take over.
+func (d *download) headGrew(n int64) {
+	q := d.order
+	q.mu.Lock()
+	if q.next > 0 || n <= d.inPlace.Load() {
+		q.mu.Unlock()
+		return
+	}
+	d.inPlace.Store(n)
+	if d.opts.OnPrefix != nil {
+		d.opts.OnPrefix(d.w, n)
+	}
+	q.mu.Unlock()
+	d.askOrder()
 }
