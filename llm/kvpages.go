@@ -49,6 +49,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/memload/memload/internal/idle"
 	"github.com/memload/memload/llm/internal/gguf"
 )
 
@@ -319,15 +320,17 @@ type kvPool struct {
 // maxKVPool bounds the pool, whatever the header says.
 const maxKVPool = 1 << 30
 
-// newKVPool maps n bytes and touches them on a goroutine of their own. It
-// returns nil if n is 0.
+// newKVPool maps n bytes and touches them on a goroutine of their own, on
+// a thread of low priority. It returns nil if n is 0.
 func newKVPool(n int64) *kvPool {
 	n = min(n, maxKVPool)
 	if n <= 0 {
 		return nil
 	}
 	p := &kvPool{done: make(chan struct{})}
-	go func() {
+	// At low priority: the download and llama.cpp's load come first,
+	// and the pool is needed only after the last byte.
+	idle.Go(func() {
 		defer close(p.done)
 		mem, err := unix.Mmap(-1, 0, int(n), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 		if err != nil {
@@ -341,7 +344,7 @@ func newKVPool(n int64) *kvPool {
 			}
 		}
 		p.mem = mem
-	}()
+	})
 	return p
 }
 

@@ -1,0 +1,38 @@
+package idle
+
+import (
+	"runtime"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestGo checks that f runs on a thread of nice 19 while the caller's
+// thread keeps its priority.
+func TestGo(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("thread priorities are set on Linux only")
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	before, err := unix.Getpriority(unix.PRIO_PROCESS, unix.Gettid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan int, 1)
+	Go(func() {
+		// getpriority returns 20 - nice for PRIO_PROCESS through the raw syscall.
+		p, err := unix.Getpriority(unix.PRIO_PROCESS, unix.Gettid())
+		if err != nil {
+			t.Error(err)
+		}
+		got <- p
+	})
+	if p := <-got; 20-p != 19 {
+		t.Errorf("f ran at nice %d, want 19", 20-p)
+	}
+	after, _ := unix.Getpriority(unix.PRIO_PROCESS, unix.Gettid())
+	if after != before {
+		t.Errorf("the caller's thread moved from %d to %d", before, after)
+	}
+}
