@@ -1,14 +1,37 @@
 // Package idle runs work that can wait behind the rest of the process.
 package idle
 
-// Go runs f on a goroutine of its own, on an OS thread that yields the
-// CPU to the process's other threads (nice 19) where the system allows
-// it: work done in the shadow of a download, such as touching memory
-// that is needed later, then takes no CPU from the download or from
-// llama.cpp's load while they want it. The thread ends with f.
+import (
+	"runtime"
+	"sync"
+)
+
+var (
+	start sync.Once
+	work  = make(chan func())
+)
+
+// Go runs f on an OS thread that yields the CPU to the process's other
+// threads (nice 19) where the system allows it: work done in the shadow
+// of a download, such as touching memory that is needed later, then
+// takes no CPU from the download or from llama.cpp's load while they want
+// it. It returns at once; the functions given run one at a time, in no
+// set order.
+//
+// The thread is one for the process, started on the first call, and
+// never ends: a thread's niceness cannot be lowered back without
+// privilege, so it cannot go back to the runtime's other goroutines, and
+// a locked goroutine that exits ends its thread, which crashes a process
+// whose threads purego's fakecgo made (ebitengine/purego#485).
 func Go(f func()) {
-	go func() {
-		lower() // the goroutine stays on the lowered thread, which exits with it
-		f()
-	}()
+	start.Do(func() {
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread is this goroutine's
+			lower()
+			for f := range work {
+				f()
+			}
+		}()
+	})
+	go func() { work <- f }()
 }

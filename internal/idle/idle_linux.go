@@ -1,15 +1,7 @@
 package idle
 
-import (
-	"runtime"
+import "golang.org/x/sys/unix"
 
-	"golang.org/x/sys/unix"
-)
-
-// lower locks the calling goroutine to its thread and gives the thread
-// the lowest priority. The goroutine must not unlock it: the thread is
-// then not reused for other goroutines but ends with this one.
-func lower() {
-	runtime.LockOSThread()
-	_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19) // raising niceness needs no privilege; failing, f runs at normal priority
-}
+// lower gives the calling thread the lowest priority. Raising one's own
+// niceness needs no privilege; failing, the work runs at the usual one.
+func lower() { _ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19) }

@@ -7,8 +7,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestGo checks that f runs on a thread of nice 19 while the caller's
-// thread keeps its priority.
+// TestGo checks that f runs on a thread of nice 19, the same for every
+// call, while the caller's thread keeps its priority.
 func TestGo(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("thread priorities are set on Linux only")
@@ -30,6 +30,11 @@ func TestGo(t *testing.T) {
 	})
 	if p := <-got; 20-p != 19 {
 		t.Errorf("f ran at nice %d, want 19", 20-p)
+	}
+	Go(func() { got <- unix.Gettid() })
+	Go(func() { got <- unix.Gettid() })
+	if a, b := <-got, <-got; a != b {
+		t.Errorf("two functions ran on threads %d and %d, want the one idle thread", a, b)
 	}
 	after, _ := unix.Getpriority(unix.PRIO_PROCESS, unix.Gettid())
 	if after != before {
