@@ -92,11 +92,14 @@ type Options struct {
 
 	// KeepPages keeps every page llama.cpp leaves unused, as llama.cpp
 	// itself would: neither the memfd's pages of repacked tensors (as
-	// KeepRepacked) nor the pages of the empty KV cache are given back.
-	// Both tricks read llama.cpp's log (the patterns are tied to
-	// LibraryVersion) and glibc's chunk headers; set it to rule them out
-	// when a model's answers or memory look wrong, at the cost of holding
-	// the repacked weights twice and the KV cache whole from the start.
+	// KeepRepacked) nor the pages of the empty KV cache are given back,
+	// and the KV cache is cleared as llama.cpp clears it, without the
+	// pool of warm pages an early load touches for it or the mark for
+	// huge pages (kvpages.go). These tricks read llama.cpp's log (the
+	// patterns are tied to LibraryVersion) and glibc's chunk headers; set
+	// it to rule them out when a model's answers or memory look wrong, at
+	// the cost of holding the repacked weights twice, the KV cache whole
+	// from the start, and a slower clear of it after the last byte.
 	KeepPages bool
 
 	// CloseFile makes [LoadFile] close the memfd once llama.cpp is done with
