@@ -51,6 +51,14 @@ import (
 // call [EarlyLoad.Verified] as it verifies them, or they are given back
 // at Finish. Loads in a process run one at a time: another Load waits
 // while this one waits for the writer.
+//
+// While the file is written, the load touches as much memory as
+// llama.cpp's KV cache will take, on a thread of low priority, and hands
+// it back just before llama.cpp clears the cache, so that the clear after
+// the last byte finds warm pages (unless [Options.KeepPages] is set). That
+// thread is one for the process and stays, parked, after the load: a
+// goroutine leak check sees it (goleak.IgnoreAnyFunction with
+// "github.com/memload/memload/internal/idle.worker").
 type EarlyLoad struct {
 	ctx    context.Context
 	eager  bool // start llama.cpp's load before the writing ends
@@ -331,6 +339,9 @@ func (e *EarlyLoad) load() {
 	m, err := load(e.ctx, fmt.Sprintf("/proc/self/fd/%d", e.file.Fd()), e.file, e.size, fdPages{e.file, e.size},
 		options(e.optFns), w)
 	e.stats = EarlyStats{Start: start, End: time.Now()}
+	if m != nil {
+		e.stats.End = m.loadEnd // before its log line, which a Logger may act on
+	}
 	if g := w.gate; g != nil {
 		e.stats.Gated = g.fallback == "" && err == nil
 		e.stats.Fallback, e.stats.Waits, e.stats.Waited = g.fallback, g.waits, g.waited

@@ -13,6 +13,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/memload/memload/internal/idle"
+
 	"github.com/memload/memload/internal/testutil"
 	"github.com/memload/memload/memfd"
 )
@@ -506,7 +508,7 @@ func TestEarlyLoadGatedUnused(t *testing.T) {
 				t.Errorf("a model of the writing is still mapped (%v)", err)
 			}
 			testutil.CheckFDs(t, fds)
-			goleak.VerifyNone(t, leaks)
+			goleak.VerifyNone(t, leaks, goleak.IgnoreAnyFunction(idle.Worker))
 		})
 	}
 }

@@ -46,6 +46,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -313,48 +314,76 @@ func mappings(anonOnly bool) ([]mapping, error) {
 // written, handed back just before llama.cpp allocates and clears the KV
 // cache, so that the clear finds warm pages.
 type kvPool struct {
-	mem  []byte
-	done chan struct{}
+	mem []byte // the pages, once touched
+	// state is poolTouching until the pages are touched (poolTouched) or
+	// the pool is released first (poolReleased). Whoever moves it last
+	// unmaps: release never waits for a touch that a busy CPU holds
+	// back at low priority.
+	state atomic.Int32
 }
+
+const (
+	poolTouching = iota
+	poolTouched
+	poolReleased
+)
 
 // maxKVPool bounds the pool, whatever the header says.
 const maxKVPool = 1 << 30
 
-// newKVPool maps n bytes and touches them on a goroutine of their own, on
-// a thread of low priority. It returns nil if n is 0.
+// newKVPool maps n bytes and touches them on a thread of low priority. It
+// returns nil if n is 0.
 func newKVPool(n int64) *kvPool {
 	n = min(n, maxKVPool)
 	if n <= 0 {
 		return nil
 	}
-	p := &kvPool{done: make(chan struct{})}
+	p := &kvPool{}
 	// At low priority: the download and llama.cpp's load come first,
 	// and the pool is needed only after the last byte.
-	idle.Go(func() {
-		defer close(p.done)
-		mem, err := unix.Mmap(-1, 0, int(n), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-		if err != nil {
-			return
-		}
-		unix.Madvise(mem, unix.MADV_HUGEPAGE)
-		if unix.Madvise(mem, unix.MADV_POPULATE_WRITE) != nil { // before Linux 5.14
-			page := os.Getpagesize()
-			for i := 0; i < len(mem); i += page {
-				mem[i] = 0
-			}
-		}
-		p.mem = mem
-	})
+	idle.Go(func() { p.touch(int(n)) })
 	return p
 }
 
-// release hands the pool's pages back, once they are touched.
+// touch maps n bytes and touches them, 2 MiB at a time, until they are
+// all touched or the pool is released.
+func (p *kvPool) touch(n int) {
+	if p.state.Load() == poolReleased {
+		return
+	}
+	mem, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return
+	}
+	unix.Madvise(mem, unix.MADV_HUGEPAGE)
+	const step = 2 << 20
+	page := os.Getpagesize()
+	populate := true
+	for at := 0; at < n && p.state.Load() == poolTouching; at += step {
+		chunk := mem[at:min(at+step, n)]
+		if populate && unix.Madvise(chunk, unix.MADV_POPULATE_WRITE) != nil {
+			populate = false // before Linux 5.14 (Lambda's 5.10): a write a page
+		}
+		if !populate {
+			for i := 0; i < len(chunk); i += page {
+				chunk[i] = 0
+			}
+		}
+	}
+	p.mem = mem // before the state says so: release unmaps it
+	if !p.state.CompareAndSwap(poolTouching, poolTouched) {
+		p.mem = nil
+		unix.Munmap(mem) // released meanwhile
+	}
+}
+
+// release hands the pool's pages back: now if they are all touched,
+// otherwise once the touch notices.
 func (p *kvPool) release() {
 	if p == nil {
 		return
 	}
-	<-p.done
-	if p.mem != nil {
+	if p.state.Swap(poolReleased) == poolTouched && p.mem != nil {
 		unix.Munmap(p.mem)
 		p.mem = nil
 	}
@@ -387,5 +416,7 @@ func kvCacheBytes(h *gguf.Header, arch string, n int) int64 {
 		return 0
 	}
 	cells := (uint64(n) + 255) / 256 * 256
-	return int64(layers * cells * kvHeads * (keyLen + valLen) * 2)
+	// In floating point: a header's dimensions can multiply past 2^64.
+	b := float64(layers) * float64(cells) * float64(kvHeads) * float64(keyLen+valLen) * 2
+	return int64(min(b, maxKVPool))
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"log/slog"
 
@@ -182,8 +183,53 @@ func TestKVPool(t *testing.T) {
 	if m.kvGiven < kvBytes/2 || m.kvGiven > kvBytes {
 		t.Errorf("%d bytes of the KV cache given back, want most of its %d", m.kvGiven, kvBytes)
 	}
-	checkNoHugeMarks(t)
+	waitNoHugeMarks(t)
 	if got := chat(t, m, hello, greedy(16)); !slices.Equal(got.tokens, want.tokens) {
 		t.Errorf("loaded early, the model answers %v, want %v", got.tokens, want.tokens)
 	}
+}
+
+// waitNoHugeMarks is checkNoHugeMarks once a pool released before it was
+// all touched has had time to notice (it unmaps itself, at low priority).
+func waitNoHugeMarks(t *testing.T) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if !slices.ContainsFunc(readSmaps(t), func(v vma) bool { return v.flags["hg"] }) {
+			return
+		}
+	}
+	checkNoHugeMarks(t)
+}
+
+// TestKVPoolRelease checks both ends of the pool's life: released once
+// touched, its pages are unmapped at once; released before (the load
+// outran the low-priority touch), the touch stops and unmaps them itself,
+// and release did not wait for it.
+func TestKVPoolRelease(t *testing.T) {
+	const n = 64 << 20
+	pooled := func() bool {
+		return slices.ContainsFunc(readSmaps(t), func(v vma) bool { return v.size == n && v.flags["hg"] })
+	}
+	p := newKVPool(n)
+	for deadline := time.Now().Add(30 * time.Second); p.state.Load() != poolTouched; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the pool was not touched within 30 s")
+		}
+	}
+	if !pooled() {
+		t.Fatalf("no mapping of %d bytes marked for huge pages: the pool is not where the test looks", n)
+	}
+	p.release()
+	if pooled() {
+		t.Error("a pool released once touched is still mapped")
+	}
+
+	p = newKVPool(n)
+	p.release()
+	if s := p.state.Load(); s != poolReleased {
+		t.Errorf("state %d after release, want released", s)
+	}
+	waitNoHugeMarks(t) // the touch unmapped its pages
+	var nilPool *kvPool
+	nilPool.release() // no pool (a header without dimensions): nothing to do
 }

@@ -138,9 +138,10 @@ type Model struct {
 	ctxSize  int
 	batchMax int
 	loadDur  time.Duration
-	given    int64 // bytes of the memfd given back after repacking
-	kvGiven  int64 // bytes of the empty KV cache given back (kvpages.go)
-	repacked int64 // bytes of the repack buffers
+	loadEnd  time.Time // when the load ended, before it said so in the log
+	given    int64     // bytes of the memfd given back after repacking
+	kvGiven  int64     // bytes of the empty KV cache given back (kvpages.go)
+	repacked int64     // bytes of the repack buffers
 
 	// sem serialises Chat and Close; holding it grants use of the fields
 	// below. llama.cpp contexts are not safe for concurrent use.
@@ -365,9 +366,10 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, pages pag
 			o.Logger.Warn("llm: the memfd's pages of repacked weights are kept: "+errSealedHint(err), "path", path)
 		}
 	}
-	m.loadDur = time.Since(start)
+	m.loadEnd = time.Now()
+	m.loadDur = m.loadEnd.Sub(start)
 	o.Logger.Debug("llm: load steps", "weights", loaded.Sub(start), "context", made.Sub(loaded),
-		"kv give-back", kvDone.Sub(made), "warm-up", warmed.Sub(kvDone), "repack give-back", time.Since(warmed))
+		"kv give-back", kvDone.Sub(made), "warm-up", warmed.Sub(kvDone), "repack give-back", m.loadEnd.Sub(warmed))
 	o.Logger.Info("llm: loaded", "path", path, "arch", arch, "template", tmpl.name, "cpu", l.variant,
 		"given back", m.given, "kv given back", m.kvGiven, "duration", m.loadDur)
 	return m, nil

@@ -22,6 +22,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/memload/memload/internal/idle"
+
 	"github.com/memload/memload/internal/testutil"
 	"github.com/memload/memload/llm"
 )
@@ -55,7 +57,8 @@ func TestMain(m *testing.M) {
 	}
 	if code == 0 {
 		http.DefaultClient.CloseIdleConnections()
-		if err := goleak.Find(); err != nil {
+		// llm's low-priority thread lives as long as the process.
+		if err := goleak.Find(goleak.IgnoreAnyFunction(idle.Worker)); err != nil {
 			fmt.Fprintln(os.Stderr, "goroutines left behind:", err)
 			code = 1
 		}

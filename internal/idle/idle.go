@@ -19,19 +19,24 @@ var (
 // set order.
 //
 // The thread is one for the process, started on the first call, and
-// never ends: a thread's niceness cannot be lowered back without
+// never ends (one goroutine, blocked while there is no work): a thread's niceness cannot be lowered back without
 // privilege, so it cannot go back to the runtime's other goroutines, and
 // a locked goroutine that exits ends its thread, which crashes a process
 // whose threads purego's fakecgo made (ebitengine/purego#485).
 func Go(f func()) {
-	start.Do(func() {
-		go func() {
-			runtime.LockOSThread() // never unlocked: the thread is this goroutine's
-			lower()
-			for f := range work {
-				f()
-			}
-		}()
-	})
+	start.Do(func() { go worker() })
 	go func() { work <- f }()
+}
+
+// Worker is the name of the function the thread runs, for a goroutine
+// leak check to ignore (goleak.IgnoreAnyFunction(idle.Worker)): it runs
+// for the process's life by design.
+const Worker = "github.com/memload/memload/internal/idle.worker"
+
+func worker() {
+	runtime.LockOSThread() // never unlocked: the thread is this goroutine's
+	lower()
+	for f := range work {
+		f()
+	}
 }
