@@ -46,7 +46,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -314,19 +313,14 @@ func mappings(anonOnly bool) ([]mapping, error) {
 // written, handed back just before llama.cpp allocates and clears the KV
 // cache, so that the clear finds warm pages.
 type kvPool struct {
-	mem []byte // the pages, once touched
-	// state is poolTouching until the pages are touched (poolTouched) or
-	// the pool is released first (poolReleased). Whoever moves it last
-	// unmaps: release never waits for a touch that a busy CPU holds
-	// back at low priority.
-	state atomic.Int32
+	// mu is held to touch a step of the pages, and to release them: the
+	// release waits for one step at most, not for a touch that a busy CPU
+	// holds back at low priority, and unmaps at once, before llama.cpp
+	// maps the cache, which may take the same addresses.
+	mu       sync.Mutex
+	mem      []byte // mapped, and not yet released
+	released bool
 }
-
-const (
-	poolTouching = iota
-	poolTouched
-	poolReleased
-)
 
 // maxKVPool bounds the pool, whatever the header says.
 const maxKVPool = 1 << 30
@@ -348,18 +342,29 @@ func newKVPool(n int64) *kvPool {
 // touch maps n bytes and touches them, 2 MiB at a time, until they are
 // all touched or the pool is released.
 func (p *kvPool) touch(n int) {
-	if p.state.Load() == poolReleased {
+	p.mu.Lock()
+	if p.released {
+		p.mu.Unlock()
 		return
 	}
 	mem, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
+		p.mu.Unlock()
 		return
 	}
 	unix.Madvise(mem, unix.MADV_HUGEPAGE)
+	p.mem = mem
+	p.mu.Unlock()
+
 	const step = 2 << 20
 	page := os.Getpagesize()
 	populate := true
-	for at := 0; at < n && p.state.Load() == poolTouching; at += step {
+	for at := 0; at < n; at += step {
+		p.mu.Lock()
+		if p.released {
+			p.mu.Unlock()
+			return
+		}
 		chunk := mem[at:min(at+step, n)]
 		if populate && unix.Madvise(chunk, unix.MADV_POPULATE_WRITE) != nil {
 			populate = false // before Linux 5.14 (Lambda's 5.10): a write a page
@@ -369,21 +374,19 @@ func (p *kvPool) touch(n int) {
 				chunk[i] = 0
 			}
 		}
-	}
-	p.mem = mem // before the state says so: release unmaps it
-	if !p.state.CompareAndSwap(poolTouching, poolTouched) {
-		p.mem = nil
-		unix.Munmap(mem) // released meanwhile
+		p.mu.Unlock()
 	}
 }
 
-// release hands the pool's pages back: now if they are all touched,
-// otherwise once the touch notices.
+// release hands the pool's pages back, touched or not.
 func (p *kvPool) release() {
 	if p == nil {
 		return
 	}
-	if p.state.Swap(poolReleased) == poolTouched && p.mem != nil {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.released = true
+	if p.mem != nil {
 		unix.Munmap(p.mem)
 		p.mem = nil
 	}

@@ -2,13 +2,15 @@ package idle
 
 import (
 	"runtime"
+	"slices"
 	"testing"
 
 	"golang.org/x/sys/unix"
 )
 
 // TestGo checks that f runs on a thread of nice 19, the same for every
-// call, while the caller's thread keeps its priority.
+// call, in the order of the calls, while the caller's thread keeps its
+// priority.
 func TestGo(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("thread priorities are set on Linux only")
@@ -31,10 +33,19 @@ func TestGo(t *testing.T) {
 	if p := <-got; 20-p != 19 {
 		t.Errorf("f ran at nice %d, want 19", 20-p)
 	}
-	Go(func() { got <- unix.Gettid() })
-	Go(func() { got <- unix.Gettid() })
-	if a, b := <-got, <-got; a != b {
-		t.Errorf("two functions ran on threads %d and %d, want the one idle thread", a, b)
+	var order []int
+	done := make(chan struct{})
+	for i := range 3 {
+		Go(func() { order = append(order, i); got <- unix.Gettid() })
+	}
+	Go(func() { close(done) })
+	a, b, c := <-got, <-got, <-got
+	<-done
+	if a != b || b != c {
+		t.Errorf("functions ran on threads %d, %d and %d, want the one idle thread", a, b, c)
+	}
+	if !slices.Equal(order, []int{0, 1, 2}) {
+		t.Errorf("functions ran in the order %v, want the order given", order)
 	}
 	after, _ := unix.Getpriority(unix.PRIO_PROCESS, unix.Gettid())
 	if after != before {
