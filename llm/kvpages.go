@@ -322,6 +322,10 @@ type kvPool struct {
 	released bool
 }
 
+// populateWrite is the advice that touches a range in one call; a test
+// makes it fail, to take the path of kernels before 5.14.
+var populateWrite = unix.MADV_POPULATE_WRITE
+
 // maxKVPool bounds the pool, whatever the header says.
 const maxKVPool = 1 << 30
 
@@ -366,7 +370,7 @@ func (p *kvPool) touch(n int) {
 			return
 		}
 		chunk := mem[at:min(at+step, n)]
-		if populate && unix.Madvise(chunk, unix.MADV_POPULATE_WRITE) != nil {
+		if populate && unix.Madvise(chunk, populateWrite) != nil {
 			populate = false // before Linux 5.14 (Lambda's 5.10): a write a page
 		}
 		if !populate {

@@ -73,6 +73,7 @@ func TestKVPages(t *testing.T) {
 // vma is a mapping of /proc/self/smaps: its size and VmFlags.
 type vma struct {
 	size  int64
+	rss   int64 // bytes present
 	flags map[string]bool
 }
 
@@ -95,6 +96,10 @@ func readSmaps(t *testing.T) []vma {
 				out = append(out, vma{size: int64(end - start)})
 			}
 			continue
+		}
+		if rest, ok := strings.CutPrefix(line, "Rss:"); ok && len(out) > 0 {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			out[len(out)-1].rss = kb << 10
 		}
 		if rest, ok := strings.CutPrefix(line, "VmFlags:"); ok && len(out) > 0 {
 			out[len(out)-1].flags = map[string]bool{}
@@ -224,4 +229,33 @@ func TestKVPoolRelease(t *testing.T) {
 	}
 	var nilPool *kvPool
 	nilPool.release() // no pool (a header without dimensions): nothing to do
+}
+
+// TestKVPoolTouch checks that the pool's pages are all present once
+// touched, with MADV_POPULATE_WRITE and with the page-by-page writes of
+// kernels before 5.14 (Lambda's 5.10), forced here by an advice the
+// kernel refuses.
+func TestKVPoolTouch(t *testing.T) {
+	const n = 32 << 20
+	for _, tc := range []struct {
+		name   string
+		advice int
+	}{{"populate", populateWrite}, {"writes", -1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func(a int) { populateWrite = a }(populateWrite)
+			populateWrite = tc.advice
+			p := newKVPool(n)
+			done := make(chan struct{})
+			idle.Go(func() { close(done) }) // after the touch, on the same thread
+			<-done
+			i := slices.IndexFunc(readSmaps(t), func(v vma) bool { return v.size == n && v.flags["hg"] })
+			if i < 0 {
+				t.Fatalf("no mapping of %d bytes marked for huge pages: the pool is not where the test looks", n)
+			}
+			if rss := readSmaps(t)[i].rss; rss < n {
+				t.Errorf("%d of the pool's %d bytes present once touched", rss, n)
+			}
+			p.release()
+		})
+	}
 }
