@@ -88,29 +88,46 @@ func (k *kvLog) logLine(line string) {
 // the buffer is the new chunk of that size. Where the kernel gives no huge
 // pages (transparent_hugepage "never"), the mark changes nothing.
 func (k *kvLog) markHuge(n int64) {
-	if k.before == nil {
-		return
-	}
-	after, err := mappings(true)
-	if err != nil {
-		return
-	}
 	mem, err := os.Open("/proc/self/mem")
 	if err != nil {
 		return
 	}
 	defer mem.Close()
+	chunks, err := k.newChunks(mem, []int64{n})
+	if err != nil {
+		return
+	}
+	for _, c := range chunks {
+		if slices.Contains(k.huge, c) {
+			continue
+		}
+		if madvise(c, unix.MADV_HUGEPAGE) == nil {
+			k.huge = append(k.huge, c)
+		}
+		return
+	}
+}
+
+// newChunks returns the chunks glibc's malloc mapped on their own since
+// the watch began that hold a KV buffer of one of the sizes, reading their
+// headers through mem (/proc/self/mem).
+func (k *kvLog) newChunks(mem *os.File, sizes []int64) ([]mapping, error) {
+	if k.before == nil {
+		return nil, nil
+	}
+	after, err := mappings(true)
+	if err != nil {
+		return nil, err
+	}
+	var out []mapping
 	for _, r := range newRanges(after, k.before) {
 		for _, c := range mmappedChunks(mem, r) {
-			if !kvSized(int64(c.end-c.start), []int64{n}) || slices.Contains(k.huge, c) {
-				continue
+			if kvSized(int64(c.end-c.start), sizes) {
+				out = append(out, c)
 			}
-			if madvise(c, unix.MADV_HUGEPAGE) == nil {
-				k.huge = append(k.huge, c)
-			}
-			return
 		}
 	}
+	return out, nil
 }
 
 func madvise(m mapping, advice int) error {
@@ -129,29 +146,24 @@ func (k *kvLog) finish() (int64, error) {
 	for _, c := range huge {
 		madvise(c, unix.MADV_NOHUGEPAGE) // before a page is given back: the cache grows by 4 KiB again
 	}
-	if len(sizes) == 0 || k.before == nil {
+	if len(sizes) == 0 {
 		return 0, nil
-	}
-	after, err := mappings(true)
-	if err != nil {
-		return 0, err
 	}
 	mem, err := os.Open("/proc/self/mem")
 	if err != nil {
 		return 0, err
 	}
 	defer mem.Close()
+	chunks, err := k.newChunks(mem, sizes)
+	if err != nil {
+		return 0, err
+	}
 	var given int64
-	for _, r := range newRanges(after, k.before) {
-		for _, c := range mmappedChunks(mem, r) {
-			if !kvSized(int64(c.end-c.start), sizes) {
-				continue
-			}
-			n, err := giveBackZeroPages(mem, c)
-			given += n
-			if err != nil {
-				return given, err
-			}
+	for _, c := range chunks {
+		n, err := giveBackZeroPages(mem, c)
+		given += n
+		if err != nil {
+			return given, err
 		}
 	}
 	return given, nil

@@ -328,9 +328,9 @@ func load(ctx context.Context, path string, r io.ReaderAt, size int64, pages pag
 	m.tmpl.setTokens(tokenText(m.vocab, llama.VocabBOS(m.vocab)), tokenText(m.vocab, llama.VocabEOS(m.vocab)), llama.VocabGetAddBOS(m.vocab))
 	aborts.Store(m.abortID, m.abort)
 	cp.AbortCallback, cp.AbortCallbackData = abortCallback(), m.abortID
+	pool.release() // its warm pages are the cache's to take
 	var kv *kvLog
 	if !o.KeepPages {
-		pool.release()
 		kv = watchKV()
 		s.kv.Store(kv)
 	}
