@@ -531,6 +531,11 @@ func (d *download) run(ctx context.Context, open func(*download) (io.WriterAt, e
 	if err = g.Wait(); err != nil {
 		return stats, d.fail(ctx, err)
 	}
+	// Cancelled between parts, the loop stops starting them while those
+	// started end well: no part failed, yet the object is not all in.
+	if _, next := d.order.sum(); next < parts {
+		return stats, d.fail(ctx, fmt.Errorf("s3load: %s: %d of %d parts in place when the parts stopped", d.obj, next, parts))
+	}
 	stats.Size, stats.LastByte = d.size, time.Since(d.start)
 	if stats.Verified, err = d.verify(ctx); err != nil {
 		return stats, d.fail(ctx, err)

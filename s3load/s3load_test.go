@@ -305,10 +305,10 @@ func TestLoadCancel(t *testing.T) {
 			}
 		}
 	})
-	f, _, err := l.Load(ctx, uri)
+	f, st, err := l.Load(ctx, uri)
 	if err == nil {
 		f.Close()
-		t.Fatal("Load after cancel succeeded")
+		t.Fatalf("Load after cancel succeeded: %+v ctx %v", st, ctx.Err())
 	}
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("err = %v, want context.Canceled", err)
